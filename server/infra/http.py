@@ -1,0 +1,129 @@
+"""Thin route helpers: parse a request into a pydantic model, answer with one.
+
+Routes stay `parse -> service -> serialise`; these helpers also put the request
+and response models into the served OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from sanic import HTTPResponse, Request
+from sanic.response import json as sanic_json
+from sanic_ext import openapi
+from sanic_ext.extensions.openapi.builders import OperationStore
+
+from server.infra.errors import BadRequest, ValidationFailed
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj, default=_default).decode()
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def respond(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    return sanic_json(data, status=status, headers=headers, dumps=_dumps)
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _raise_validation(exc: ValidationError, where: str) -> None:
+    details = validation_details(exc)
+    first = details[0]
+    raise ValidationFailed(
+        f"invalid {where}: {first['field']}: {first['message']}", details=details
+    ) from None
+
+
+def parse_body(request: Request, model: type[M]) -> M:
+    raw = request.body or b""
+    if not raw.strip():
+        raw = b"{}"
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("request body is not valid JSON", code="MALFORMED_JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object", code="MALFORMED_JSON")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        _raise_validation(exc, "body")
+        raise  # unreachable
+
+
+def parse_query(request: Request, model: type[M]) -> M:
+    data = {k: v[0] if len(v) == 1 else v for k, v in request.args.items()}
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        _raise_validation(exc, "query")
+        raise
+
+
+def wraps_documented(handler: Callable[..., Any]) -> Callable[[Callable[..., Any]], Any]:
+    """functools.wraps that also carries the OpenAPI facts already recorded for `handler`."""
+
+    def apply(inner: Callable[..., Any]) -> Callable[..., Any]:
+        inner = functools.wraps(handler)(inner)
+        store = OperationStore()
+        if handler in store:
+            store[inner] = store.pop(handler)
+        return inner
+
+    return apply
+
+
+def body(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: parse the JSON body into `model` and pass it as `payload`."""
+
+    def wrap(handler: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps_documented(handler)
+        async def inner(request: Request, *args: Any, **kwargs: Any) -> Any:
+            kwargs["payload"] = parse_body(request, model)
+            return await handler(request, *args, **kwargs)
+
+        return openapi.body({"application/json": model}, required=True)(inner)
+
+    return wrap
+
+
+def query(model: type[BaseModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: parse the query string into `model` and pass it as `params`."""
+
+    def wrap(handler: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps_documented(handler)
+        async def inner(request: Request, *args: Any, **kwargs: Any) -> Any:
+            kwargs["params"] = parse_query(request, model)
+            return await handler(request, *args, **kwargs)
+
+        for name, field in model.model_fields.items():
+            inner = openapi.parameter(
+                name, schema=field.annotation, location="query", required=field.is_required()
+            )(inner)
+        return inner
+
+    return wrap
+
+
+def returns(model: type[BaseModel], status: int = 200) -> Callable[[Any], Any]:
+    """Document the response model in the OpenAPI document."""
+    return openapi.response(status, {"application/json": model})

@@ -1,0 +1,118 @@
+"""The one settings object. Every knob is an env var prefixed HAODIAN_.
+
+With nothing set, the server runs the demo: SQLite and an embedded Redis under
+the data dir, the WeChat sandbox mounted, demo data seeded.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WeChatApp(BaseModel):
+    """One mini-program (or official account) under the brand's Open Platform account."""
+
+    appid: str
+    secret: str
+    name: str = ""
+
+
+DEMO_WECHAT_APPS = [
+    WeChatApp(appid="wxdemo0000000001", secret="demo-secret-main", name="好店+ main"),
+    WeChatApp(appid="wxdemo0000000002", secret="demo-secret-gift", name="好店+ gift cards"),
+]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HAODIAN_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="postgres://user:pass@host:5432/db; unset = SQLite in data dir"
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis://host:6379/0; unset = embedded Redis in data dir"
+    )
+    data_dir: Path = Field(default=Path(".haodian"), description="demo database, Redis, secrets")
+    secret_key: str | None = Field(
+        default=None, description="signs tokens and codes; required outside demo mode"
+    )
+    demo: bool | None = Field(
+        default=None, description="seed demo data and mount the sandbox; default: no DATABASE_URL"
+    )
+    sandbox: bool | None = Field(
+        default=None, description="mount the WeChat sandbox under /_sandbox/wechat; default: demo"
+    )
+    public_url: str | None = Field(
+        default=None, description="how WeChat reaches us (notify URLs); default http://host:port"
+    )
+    wechat_api_base: str | None = Field(
+        default=None, description="mini-program API base; default sandbox in demo, else WeChat"
+    )
+    wechat_apps: list[WeChatApp] = Field(
+        default_factory=list, description="JSON list of {appid, secret, name}; first is default"
+    )
+    log_level: str = Field(default="INFO")
+    access_token_ttl: int = Field(default=900, description="seconds an access token lives")
+    refresh_token_ttl: int = Field(default=30 * 86400, description="seconds a refresh token lives")
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_db_url(cls, v: str | None) -> str | None:
+        if v and v.startswith("postgresql://"):
+            return "postgres://" + v.removeprefix("postgresql://")
+        return v or None
+
+    @property
+    def is_demo(self) -> bool:
+        return self.demo if self.demo is not None else self.database_url is None
+
+    @property
+    def sandbox_enabled(self) -> bool:
+        return self.sandbox if self.sandbox is not None else self.is_demo
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite://{(self.data_dir / 'haodian.sqlite3').resolve()}"
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    @cached_property
+    def secret(self) -> bytes:
+        """The signing secret; in demo mode one is made and kept in the data dir."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        if not self.is_demo:
+            raise RuntimeError("HAODIAN_SECRET_KEY is required outside demo mode")
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
+
+    @property
+    def apps(self) -> list[WeChatApp]:
+        if self.wechat_apps:
+            return self.wechat_apps
+        if self.sandbox_enabled:
+            return DEMO_WECHAT_APPS
+        return []
+
+    def public_base(self, host: str = "127.0.0.1", port: int = 8000) -> str:
+        return (self.public_url or f"http://{host}:{port}").rstrip("/")
+
+    def redacted(self) -> dict[str, Any]:
+        """What is safe to print in a banner or a log line."""
+        out = self.model_dump(exclude={"secret_key", "wechat_apps"})
+        out["wechat_apps"] = [a.appid for a in self.apps]
+        return out

@@ -1,0 +1,193 @@
+"""Test harness: real PostgreSQL, real Redis, the real `haodian serve` process.
+
+Each pytest run gets a database of its own (created here, dropped at the end) and a
+Redis logical database of its own (claimed with SET NX, flushed before use), so
+several runs can share one machine's servers without seeing each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis as sync_redis
+import redis.asyncio as aioredis
+
+from server.infra import db
+from server.settings import Settings
+
+PG_BASE = os.environ.get("HAODIAN_TEST_PG", "postgres://haodian:haodian@127.0.0.1:5432")
+REDIS_BASE = os.environ.get("HAODIAN_TEST_REDIS", "redis://127.0.0.1:6379")
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "test-secret-key-not-for-production-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"haodian_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(f"{PG_BASE}/postgres")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield f"{PG_BASE}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """Claim a free logical database (1-15) for this run."""
+    control = sync_redis.Redis.from_url(f"{REDIS_BASE}/0")
+    token = f"{os.getpid()}-{uuid.uuid4().hex}"
+    for index in range(1, 16):
+        if control.set(f"haodian:test-claim:{index}", token, nx=True, ex=3 * 3600):
+            break
+    else:
+        raise RuntimeError("no free Redis database for this test run (15 runs at once?)")
+    url = f"{REDIS_BASE}/{index}"
+    sync_redis.Redis.from_url(url).flushdb()
+    yield url
+    sync_redis.Redis.from_url(url).flushdb()
+    if control.get(f"haodian:test-claim:{index}") == token.encode():
+        control.delete(f"haodian:test-claim:{index}")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("haodian-data")
+
+
+@pytest.fixture(scope="session")
+def env(pg_url: str, redis_url: str, data_dir: Path) -> dict[str, str]:
+    """The environment of a production-like server on the test database and Redis."""
+    return {
+        "HAODIAN_DATABASE_URL": pg_url,
+        "HAODIAN_REDIS_URL": redis_url,
+        "HAODIAN_DATA_DIR": str(data_dir),
+        "HAODIAN_SECRET_KEY": TEST_SECRET,
+        "HAODIAN_SANDBOX": "1",
+        "HAODIAN_DEMO": "0",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(env: dict[str, str]) -> Settings:
+    return Settings(
+        database_url=env["HAODIAN_DATABASE_URL"],
+        redis_url=env["HAODIAN_REDIS_URL"],
+        data_dir=Path(env["HAODIAN_DATA_DIR"]),
+        secret_key=TEST_SECRET,
+        sandbox=True,
+        demo=False,
+    )
+
+
+@pytest.fixture(scope="session")
+async def database(settings: Settings) -> AsyncIterator[Settings]:
+    """Migrated schema, and Tortoise initialised in the test process for direct checks."""
+    await db.migrate(settings)
+    await db.init_db(settings)
+    yield settings
+    await db.close_db()
+
+
+@pytest.fixture(scope="session")
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+class ServerProcess:
+    """A running `haodian ...` process on a free port, its output kept in a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")}
+        full_env.update(env)
+        full_env.setdefault("HAODIAN_PUBLIC_URL", self.base_url)
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", *args, "--port", str(self.port)],
+            env=full_env,
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60, path: str = "/readyz") -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.logs()[-4000:]}")
+            try:
+                if httpx.get(self.base_url + path, timeout=1).status_code == 200:
+                    return time.monotonic() - start
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready in {timeout}s:\n{self.logs()[-4000:]}")
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def server(
+    env: dict[str, str], database: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The real server, two workers, on the test PostgreSQL and Redis."""
+    log_path = tmp_path_factory.mktemp("logs") / "server.log"
+    proc = ServerProcess(
+        ["serve", "--workers", "2"], env, log_path, cwd=tmp_path_factory.mktemp("cwd")
+    )
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+async def api(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        yield client
+
+
+def error_code(resp: httpx.Response) -> Any:
+    return resp.json()["error"]["code"]

@@ -1,0 +1,190 @@
+"""The foundation: health, the error envelope, operator accounts, migrations in step with models."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from server.infra import db
+from server.settings import Settings
+from tests.conftest import ROOT, ServerProcess, error_code
+
+
+async def test_health_and_ready(api: httpx.AsyncClient) -> None:
+    r = await api.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    r = await api.get("/readyz")
+    assert r.status_code == 200
+    assert r.json()["database"] == "ok" and r.json()["redis"] == "ok"
+    assert r.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content", "status", "code"),
+    [
+        ("POST", "/api/v1/admin/auth/login", b"{not json", 400, "MALFORMED_JSON"),
+        ("POST", "/api/v1/admin/auth/login", b"[1, 2]", 400, "MALFORMED_JSON"),
+        (
+            "POST",
+            "/api/v1/admin/auth/login",
+            b'{"username": 5, "password": "x"}',
+            422,
+            "VALIDATION_ERROR",
+        ),
+        ("POST", "/api/v1/admin/auth/login", b'{"username": "a"}', 422, "VALIDATION_ERROR"),
+        ("POST", "/api/v1/admin/auth/login", b"", 422, "VALIDATION_ERROR"),
+        ("GET", "/api/v1/no-such-thing", None, 404, "NOT_FOUND"),
+        ("DELETE", "/healthz", None, 405, "METHOD_NOT_ALLOWED"),
+        ("GET", "/api/v1/admin/me", None, 401, "UNAUTHORIZED"),
+    ],
+)
+async def test_bad_input_gets_a_4xx_in_the_envelope(
+    api: httpx.AsyncClient, method: str, path: str, content: bytes | None, status: int, code: str
+) -> None:
+    r = await api.request(
+        method,
+        path,
+        content=content,
+        headers={"content-type": "application/json", "x-request-id": "rid-42"},
+    )
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == code
+    assert err["message"]
+    assert err["request_id"] == "rid-42"
+    assert r.headers["x-request-id"] == "rid-42"
+
+
+async def test_validation_error_names_each_field(api: httpx.AsyncClient) -> None:
+    r = await api.post("/api/v1/admin/auth/login", json={"username": 5})
+    fields = {d["field"] for d in r.json()["error"]["details"]}
+    assert fields == {"username", "password"}
+
+
+async def test_openapi_document_is_served(api: httpx.AsyncClient) -> None:
+    r = await api.get("/docs/openapi.json")
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["openapi"].startswith("3.")
+    login = doc["paths"]["/api/v1/admin/auth/login"]["post"]
+    assert "username" in str(login["requestBody"])
+    assert "200" in login["responses"]
+
+
+def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")} | env
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        env=full,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+async def test_create_operator_then_log_in(api: httpx.AsyncClient, env: dict[str, str]) -> None:
+    out = _cli(env, "admin", "create-operator", "--username", "ops1", "--password", "first-pass-1")
+    assert out.returncode == 0, out.stderr
+    assert "created" in out.stdout
+    r = await api.post(
+        "/api/v1/admin/auth/login", json={"username": "ops1", "password": "first-pass-1"}
+    )
+    assert r.status_code == 200, r.text
+    token = r.json()["token"]
+    me = await api.get("/api/v1/admin/me", headers={"authorization": f"Bearer {token}"})
+    assert me.status_code == 200 and me.json()["username"] == "ops1"
+    assert me.json()["roles"] == ["admin"]
+
+    # Reset through stdin (what a script does); the old password stops working.
+    out = _cli(env, "admin", "create-operator", "--username", "ops1", stdin="second-pass-2\n")
+    assert out.returncode == 0 and "reset" in out.stdout, out.stderr
+    r = await api.post(
+        "/api/v1/admin/auth/login", json={"username": "ops1", "password": "first-pass-1"}
+    )
+    assert r.status_code == 401 and error_code(r) == "LOGIN_FAILED"
+    r = await api.post(
+        "/api/v1/admin/auth/login", json={"username": "ops1", "password": "second-pass-2"}
+    )
+    assert r.status_code == 200
+
+
+async def test_create_operator_rejects_a_short_password(env: dict[str, str]) -> None:
+    out = _cli(env, "admin", "create-operator", "--username", "ops2", "--password", "short")
+    assert out.returncode == 2
+    assert "at least 8" in out.stderr
+
+
+async def test_operator_login_is_rate_limited(api: httpx.AsyncClient) -> None:
+    codes = []
+    for _ in range(12):
+        r = await api.post(
+            "/api/v1/admin/auth/login",
+            json={"username": "nobody-here", "password": "wrong-password"},
+        )
+        codes.append(r.status_code)
+    assert codes[:10] == [401] * 10
+    assert codes[10:] == [429, 429]
+    assert int(r.headers["retry-after"]) >= 1
+
+
+async def test_tampered_token_is_rejected(api: httpx.AsyncClient, env: dict[str, str]) -> None:
+    _cli(env, "admin", "create-operator", "--username", "ops3", "--password", "pass-word-3")
+    r = await api.post(
+        "/api/v1/admin/auth/login", json={"username": "ops3", "password": "pass-word-3"}
+    )
+    token = r.json()["token"]
+    head, payload, sig = token.split(".")
+    bad = f"{head}.{payload}.{sig[:-2]}{'AA' if sig[-2:] != 'AA' else 'BB'}"
+    r = await api.get("/api/v1/admin/me", headers={"authorization": f"Bearer {bad}"})
+    assert r.status_code == 401 and error_code(r) == "TOKEN_INVALID"
+
+
+async def test_models_and_migrations_are_in_step(database: Settings) -> None:
+    pending = await db.pending_model_changes(database)
+    await db.init_db(database)  # the check closed the test process's connections
+    assert pending == [], f"models changed without a migration (haodian makemigrations): {pending}"
+
+
+def test_readyz_is_503_when_redis_is_down(
+    env: dict[str, str], database: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    broken = env | {"HAODIAN_REDIS_URL": "redis://127.0.0.1:1/0"}
+    proc = ServerProcess(
+        ["serve", "--no-seed"], broken, tmp_path_factory.mktemp("logs") / "down.log", ROOT
+    )
+    try:
+        proc.wait_ready(path="/healthz")
+        r = httpx.get(proc.base_url + "/readyz")
+        assert r.status_code == 503
+        assert r.json()["database"] == "ok"
+        assert r.json()["redis"].startswith("down")
+    finally:
+        proc.stop()
+
+
+def test_demo_runs_with_no_configuration(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`haodian serve` on a bare directory: SQLite, embedded Redis, seeded, ready in 60 s."""
+    cwd = tmp_path_factory.mktemp("demo")
+    proc = ServerProcess(["serve"], {}, cwd / "serve.log", cwd)
+    try:
+        took = proc.wait_ready(timeout=60)
+        r = httpx.get(proc.base_url + "/readyz").json()
+        assert r == {"status": "ok", "database": "ok", "redis": "ok"}, r
+        assert (cwd / ".haodian" / "haodian.sqlite3").exists()
+        login = httpx.post(
+            proc.base_url + "/api/v1/admin/auth/login",
+            json={"username": "admin", "password": "haodian-demo"},
+        )
+        assert login.status_code == 200, login.text
+        assert took < 60
+    finally:
+        proc.stop()
+    asyncio.run(asyncio.sleep(0))
