@@ -109,7 +109,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_makemigrations(args: argparse.Namespace) -> int:
     from server.infra import db
 
-    written = asyncio.run(db.make_migrations(Settings()))
+    written = asyncio.run(db.make_migrations(Settings(), args.apps or None))
     for path in written:
         print(f"wrote {path}")
     if not written:
@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("migrate", help="apply pending database migrations")
-    sub.add_parser("makemigrations", help="write migrations for model changes (developers)")
+    mm = sub.add_parser("makemigrations", help="write migrations for model changes (developers)")
+    mm.add_argument("apps", nargs="*", help="only these domains (default: all)")
     sub.add_parser("seed", help="add demo data (idempotent)")
 
     a = sub.add_parser("admin", help="account administration")

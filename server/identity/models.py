@@ -1,4 +1,4 @@
-"""Accounts: operators (HQ). Members and staff join them as identity grows."""
+"""Accounts: members (shoppers), staff (clerks, store managers) and operators (HQ)."""
 
 from __future__ import annotations
 
@@ -17,3 +17,15 @@ class Operator(TimestampedModel):
 
     class Meta:
         table = "operator"
+
+
+class Member(TimestampedModel):
+    """One person across every channel of the brand, tied together by the WeChat unionid."""
+
+    unionid = fields.CharField(max_length=64, unique=True, null=True)
+    nickname = fields.CharField(max_length=64, default="")
+    tier = fields.CharField(max_length=16, default="regular")
+    disabled = fields.BooleanField(default=False)
+
+    class Meta:
+        table = "member"

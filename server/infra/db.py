@@ -18,7 +18,7 @@ from tortoise.migrations.autodetector import MigrationAutodetector
 from server.settings import Settings
 
 # Order matters only for readability; Tortoise resolves cross-app references.
-DOMAIN_APPS: list[str] = ["identity"]
+DOMAIN_APPS: list[str] = ["identity", "stores", "catalog"]
 
 
 def _apps_config() -> dict[str, dict[str, Any]]:
@@ -77,14 +77,14 @@ async def pending_model_changes(settings: Settings) -> list[str]:
         await Tortoise.close_connections()
 
 
-async def make_migrations(settings: Settings) -> list[str]:
-    """Write migration files for model changes (a developer command)."""
+async def make_migrations(settings: Settings, app_labels: list[str] | None = None) -> list[str]:
+    """Write migration files for model changes (a developer command), for some apps or all."""
     cfg = tortoise_config(settings)
     await Tortoise.init(config=cfg, _enable_global_fallback=True)
     try:
         detector = MigrationAutodetector(Tortoise.apps, cfg["apps"])
         writers = await detector.changes()
-        return [str(w.write()) for w in writers]
+        return [str(w.write()) for w in writers if not app_labels or w.app_label in app_labels]
     finally:
         await Tortoise.close_connections()
 
