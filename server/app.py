@@ -14,6 +14,7 @@ from sanic_ext import Extend
 from server.infra import db
 from server.infra.errors import AppError
 from server.infra.http import respond
+from server.infra.jobs import job_pool
 from server.infra.logging import request_id_var, setup_logging
 from server.infra.ratelimit import RateLimits
 from server.infra.redis import Scripts, ensure_redis_url, make_client
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
         app.ctx.redis = make_client(settings.redis_url or "")
         app.ctx.scripts = Scripts(app.ctx.redis)
         app.ctx.limits = RateLimits(settings.redis_url or "")
+        app.ctx.jobs = await job_pool(settings.redis_url or "")
         for hook in _startup_hooks:
             await hook(app)
 
@@ -105,8 +107,17 @@ def create_app(settings: Settings | None = None) -> Sanic:
     async def _stop(app: Sanic) -> None:
         for hook in _shutdown_hooks:
             await hook(app)
+        await app.ctx.jobs.aclose()
         await app.ctx.redis.aclose()
         await db.close_db()
+
+    if settings.runs_embedded_worker:
+
+        @app.main_process_ready
+        async def _worker(app: Sanic) -> None:
+            from server.infra.jobs import run_worker
+
+            app.manager.manage("haodian-worker", run_worker, {}, transient=False)
 
     @app.on_request
     async def _request_id(request: Request) -> None:
@@ -144,9 +155,10 @@ def create_app(settings: Settings | None = None) -> Sanic:
         module = importlib.import_module(f"server.{name}.routes")
         app.blueprint(module.bp)
     if settings.sandbox_enabled:
-        from server.wechat.sandbox.routes import bp as sandbox_bp
+        from server.wechat.sandbox import blueprints
 
-        app.blueprint(sandbox_bp)
+        for sandbox_bp in blueprints():
+            app.blueprint(sandbox_bp)
     return app
 
 

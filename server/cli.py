@@ -89,6 +89,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- worker --------------------------------------------------------------------------------------
+
+
+@command("worker")
+def cmd_worker(args: argparse.Namespace) -> int:
+    from server.infra.jobs import run_worker
+
+    run_worker()
+    return 0
+
+
 # -- migrate -------------------------------------------------------------------------------------
 
 
@@ -187,6 +198,16 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bench ---------------------------------------------------------------------------------------
+
+
+@command("bench")
+def cmd_bench(args: argparse.Namespace) -> int:
+    from server import bench
+
+    return bench.run(args)
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 
@@ -210,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --workers 1, run in this process (no worker manager)",
     )
 
+    sub.add_parser("worker", help="run background jobs and stream consumers (arq on Redis)")
     sub.add_parser("migrate", help="apply pending database migrations")
     mm = sub.add_parser("makemigrations", help="write migrations for model changes (developers)")
     mm.add_argument("apps", nargs="*", help="only these domains (default: all)")
@@ -233,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--host", default="127.0.0.1")
     sb.add_argument("--port", type=int, default=8100)
 
+    from server import bench
+
+    bench.add_parsers(sub)
     for extra in _EXTRA_PARSERS:
         extra(sub)
     return p

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     wechat_apps: list[WeChatApp] = Field(
         default_factory=list, description="JSON list of {appid, secret, name}; first is default"
     )
+    embedded_worker: bool | None = Field(
+        default=None, description="serve also runs the job worker; default: demo mode"
+    )
     log_level: str = Field(default="INFO")
     access_token_ttl: int = Field(default=900, description="seconds an access token lives")
     refresh_token_ttl: int = Field(default=30 * 86400, description="seconds a refresh token lives")
@@ -75,6 +78,10 @@ class Settings(BaseSettings):
     @property
     def sandbox_enabled(self) -> bool:
         return self.sandbox if self.sandbox is not None else self.is_demo
+
+    @property
+    def runs_embedded_worker(self) -> bool:
+        return self.embedded_worker if self.embedded_worker is not None else self.is_demo
 
     @property
     def db_url(self) -> str:

@@ -10,7 +10,7 @@ from server.settings import Settings
 
 def sandbox_app() -> Sanic:
     from server.app import _error_response
-    from server.wechat.sandbox.routes import bp
+    from server.wechat.sandbox import blueprints
 
     settings = Settings()
     app = Sanic("haodian_sandbox", configure_logging=False)
@@ -22,7 +22,8 @@ def sandbox_app() -> Sanic:
         ensure_redis_url(settings)
         app.ctx.redis = make_client(settings.redis_url or "")
 
-    app.blueprint(bp)
+    for bp in blueprints():
+        app.blueprint(bp)
     return app
 
 

@@ -1,0 +1,111 @@
+"""Background and delayed jobs on Redis through arq; `haodian worker` runs them.
+
+Domains list their job functions in a module named in JOB_MODULES; that module
+exposes `functions` (coroutines `async def job(ctx, ...)`), and optionally
+`cron_jobs` (arq.cron(...)) and `consumers` (coroutines `async def run(ctx)` that
+loop until cancelled, e.g. a Redis Streams consumer group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from typing import Any
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import Worker
+
+from server.settings import Settings
+
+log = logging.getLogger("haodian.worker")
+
+JOB_MODULES: list[str] = []
+QUEUE = "haodian:jobs"
+
+
+def redis_settings(url: str) -> RedisSettings:
+    return RedisSettings.from_dsn(url)
+
+
+async def job_pool(url: str) -> ArqRedis:
+    return await create_pool(redis_settings(url), default_queue_name=QUEUE)
+
+
+def _collect(attr: str) -> list[Any]:
+    out: list[Any] = []
+    for name in JOB_MODULES:
+        out.extend(getattr(importlib.import_module(name), attr, []))
+    return out
+
+
+async def _startup(ctx: dict[str, Any]) -> None:
+    from server.infra import db
+    from server.infra.redis import Scripts, make_client
+
+    settings: Settings = ctx["settings"]
+    await db.init_db(settings)
+    ctx["redis_client"] = make_client(settings.redis_url or "")
+    ctx["scripts"] = Scripts(ctx["redis_client"])
+    ctx["consumer_tasks"] = [
+        asyncio.create_task(fn(ctx), name=f"consumer:{fn.__module__}.{fn.__name__}")
+        for fn in _collect("consumers")
+    ]
+    log.info("worker started", extra={"consumers": len(ctx["consumer_tasks"])})
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    from server.infra import db
+
+    for task in ctx.get("consumer_tasks", []):
+        task.cancel()
+    await asyncio.gather(*ctx.get("consumer_tasks", []), return_exceptions=True)
+    if "redis_client" in ctx:
+        await ctx["redis_client"].aclose()
+    await db.close_db()
+
+
+def build_worker(settings: Settings, **overrides: Any) -> Worker:
+    functions = _collect("functions")
+    if not functions:
+        # arq refuses to start without a function; keep one harmless job so the worker runs.
+        functions = [_noop]
+    kwargs: dict[str, Any] = dict(
+        functions=functions,
+        cron_jobs=_collect("cron_jobs") or None,
+        redis_settings=redis_settings(settings.redis_url or ""),
+        queue_name=QUEUE,
+        on_startup=_startup,
+        on_shutdown=_shutdown,
+        ctx={"settings": settings},
+        max_jobs=20,
+        job_timeout=300,
+        keep_result=3600,
+        handle_signals=True,
+    )
+    kwargs.update(overrides)
+    return Worker(**kwargs)
+
+
+async def _noop(ctx: dict[str, Any]) -> None:
+    return None
+
+
+def run_worker() -> None:
+    """Entry point of `haodian worker` and of the demo's managed worker process."""
+    from server.infra.logging import setup_logging
+    from server.infra.redis import ensure_redis_url
+
+    settings = Settings()
+    setup_logging(settings.log_level)
+    ensure_redis_url(settings)
+    asyncio.run(_run(settings))
+
+
+async def _run(settings: Settings) -> None:
+    worker = build_worker(settings)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
