@@ -13,9 +13,9 @@ import importlib
 import logging
 from typing import Any
 
-from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker
+from redis.asyncio import ConnectionPool
 
 from server.settings import Settings
 
@@ -30,7 +30,8 @@ def redis_settings(url: str) -> RedisSettings:
 
 
 async def job_pool(url: str) -> ArqRedis:
-    return await create_pool(redis_settings(url), default_queue_name=QUEUE)
+    """A client for enqueueing jobs; it connects lazily, so the API starts while Redis is down."""
+    return ArqRedis(connection_pool=ConnectionPool.from_url(url), default_queue_name=QUEUE)
 
 
 def _collect(attr: str) -> list[Any]:
