@@ -30,8 +30,13 @@ class Order(TimestampedModel):
     order_no = fields.CharField(max_length=32, unique=True)  # also WeChat Pay out_trade_no
     kind = fields.CharEnumField(OrderKind, max_length=16)
     status = fields.CharEnumField(OrderStatus, max_length=20, default=OrderStatus.PENDING_PAYMENT)
-    member = fields.ForeignKeyField("identity.Member", related_name="orders")
-    store = fields.ForeignKeyField("stores.Store", related_name="orders", null=True)
+    # Money records outlive accounts: an order never disappears with its member or store.
+    member = fields.ForeignKeyField(
+        "identity.Member", related_name="orders", on_delete=fields.RESTRICT
+    )
+    store = fields.ForeignKeyField(
+        "stores.Store", related_name="orders", null=True, on_delete=fields.RESTRICT
+    )
     # Amounts in fen: payable = goods - discount + fee.
     goods_fen = fields.IntField()
     discount_fen = fields.IntField(default=0)
@@ -57,7 +62,9 @@ class Order(TimestampedModel):
 
 class OrderLine(TimestampedModel):
     order = fields.ForeignKeyField("orders.Order", related_name="lines")
-    sku = fields.ForeignKeyField("catalog.Sku", related_name=False, null=True)
+    sku = fields.ForeignKeyField(
+        "catalog.Sku", related_name=False, null=True, on_delete=fields.SET_NULL
+    )
     name = fields.CharField(max_length=128)
     quantity = fields.IntField()
     unit_price_fen = fields.IntField()  # the price paid per unit, after scenario pricing
