@@ -118,6 +118,16 @@ class Settings(BaseSettings):
     def public_base(self, host: str = "127.0.0.1", port: int = 8000) -> str:
         return (self.public_url or f"http://{host}:{port}").rstrip("/")
 
+    @property
+    def wechat_api_base_url(self) -> str:
+        """Where the mini-program server API is: the configured base, else the sandbox when it
+        is mounted, else WeChat itself."""
+        if self.wechat_api_base:
+            return self.wechat_api_base.rstrip("/")
+        if self.sandbox_enabled:
+            return self.public_base() + "/_sandbox/wechat"
+        return "https://api.weixin.qq.com"
+
     def redacted(self) -> dict[str, Any]:
         """What is safe to print in a banner or a log line."""
         out = self.model_dump(exclude={"secret_key", "wechat_apps"})
