@@ -57,6 +57,21 @@ class Settings(BaseSettings):
     wechat_apps: list[WeChatApp] = Field(
         default_factory=list, description="JSON list of {appid, secret, name}; first is default"
     )
+    wechatpay_mchid: str | None = Field(default=None, description="WeChat Pay merchant id")
+    wechatpay_apiv3_key: str | None = Field(default=None, description="APIv3 key (32 bytes)")
+    wechatpay_private_key: str | None = Field(
+        default=None, description="merchant API private key: PEM text or a file path"
+    )
+    wechatpay_cert_serial_no: str | None = Field(
+        default=None, description="serial number of the merchant API certificate"
+    )
+    wechatpay_public_key: str | None = Field(
+        default=None, description="WeChat Pay public key: PEM text or a file path"
+    )
+    wechatpay_public_key_id: str | None = Field(default=None, description="PUB_KEY_ID_...")
+    wechatpay_gateway: str | None = Field(
+        default=None, description="WeChat Pay API base; default sandbox when mounted, else WeChat"
+    )
     embedded_worker: bool | None = Field(
         default=None, description="serve also runs the job worker; default: demo mode"
     )
@@ -128,8 +143,19 @@ class Settings(BaseSettings):
             return self.public_base() + "/_sandbox/wechat"
         return "https://api.weixin.qq.com"
 
+    @property
+    def wechatpay_gateway_url(self) -> str:
+        """Where WeChat Pay v3 is: the configured gateway, else the sandbox when it is mounted,
+        else WeChat Pay itself."""
+        if self.wechatpay_gateway:
+            return self.wechatpay_gateway.rstrip("/")
+        if self.sandbox_enabled:
+            return self.public_base() + "/_sandbox/wechat/pay"
+        return "https://api.mch.weixin.qq.com"
+
     def redacted(self) -> dict[str, Any]:
         """What is safe to print in a banner or a log line."""
-        out = self.model_dump(exclude={"secret_key", "wechat_apps"})
+        secret = {"secret_key", "wechatpay_apiv3_key", "wechatpay_private_key"}
+        out = self.model_dump(exclude={*secret, "wechat_apps"})
         out["wechat_apps"] = [a.appid for a in self.apps]
         return out
