@@ -11,7 +11,7 @@ import importlib
 from sanic import Blueprint
 
 # Each module exposes a blueprint `bp` mounted under /_sandbox/wechat.
-SANDBOX_MODULES: list[str] = ["server.wechat.sandbox.routes"]
+SANDBOX_MODULES: list[str] = ["server.wechat.sandbox.routes", "server.wechat.sandbox.pay_routes"]
 
 
 def blueprints() -> list[Blueprint]:
