@@ -57,10 +57,26 @@ class LineIn:
 # order held (store stock, a locked coupon) comes back exactly once, with the cancel.
 ReleaseHook = Callable[[Order, Any], Awaitable[None]]
 _release_hooks: list[ReleaseHook] = []
+# Modules that register release hooks; imported before the first cancel so every process
+# (API worker, job worker, CLI) has the same hooks whatever it imported so far.
+HOOK_MODULES: list[str] = [
+    "server.orders.pickup",
+    "server.coupons.service",
+    "server.flashsale.service",
+]
+
+
+def _load_hooks() -> list[ReleaseHook]:
+    import importlib
+
+    for name in HOOK_MODULES:
+        importlib.import_module(name)
+    return _release_hooks
 
 
 def on_unpaid_cancel(hook: ReleaseHook) -> ReleaseHook:
-    _release_hooks.append(hook)
+    if hook not in _release_hooks:
+        _release_hooks.append(hook)
     return hook
 
 
@@ -120,8 +136,12 @@ async def create_order(
             using_db=conn,
         )
         await OrderEvent.create(
-            order=order, from_status=None, to_status=S.PENDING_PAYMENT, actor=actor,
-            reason="created", using_db=conn,
+            order=order,
+            from_status=None,
+            to_status=S.PENDING_PAYMENT,
+            actor=actor,
+            reason="created",
+            using_db=conn,
         )
         return order
 
@@ -177,13 +197,17 @@ async def transition(
                 details={"status": str(status), "wanted": to.value},
             )
         await OrderEvent.create(
-            order_id=current.id, from_status=current.status, to_status=to, actor=actor,
-            reason=reason, using_db=conn,
+            order_id=current.id,
+            from_status=current.status,
+            to_status=to,
+            actor=actor,
+            reason=reason,
+            using_db=conn,
         )
         order = await Order.filter(id=current.id).using_db(conn).first()
         assert order is not None
         if to == S.CANCELLED:
-            for hook in _release_hooks:
+            for hook in _load_hooks():
                 await hook(order, conn)
         return order
 

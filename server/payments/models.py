@@ -1,0 +1,62 @@
+"""WeChat Pay records: the prepay per order, every notification received, refunds."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+
+from server.infra.models import TimestampedModel
+
+
+class Payment(TimestampedModel):
+    """A WeChat Pay transaction opened for an order (out_trade_no = order_no)."""
+
+    order = fields.OneToOneField("orders.Order", related_name="payment", on_delete=fields.RESTRICT)
+    appid = fields.CharField(max_length=32)
+    openid = fields.CharField(max_length=64)
+    prepay_id = fields.CharField(max_length=64)
+    last_queried_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "payment"
+
+
+class RefundStatus(StrEnum):
+    REQUESTED = "requested"  # recorded, not yet accepted by WeChat (retried by the worker)
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    CLOSED = "closed"
+    ABNORMAL = "abnormal"
+
+
+class Refund(TimestampedModel):
+    """A full refund of an order; out_refund_no is derived from the order, so asking twice
+    can never open two refunds at WeChat."""
+
+    out_refund_no = fields.CharField(max_length=64, unique=True)
+    order = fields.ForeignKeyField(
+        "orders.Order", related_name="refunds", on_delete=fields.RESTRICT
+    )
+    amount_fen = fields.IntField()
+    status = fields.CharEnumField(RefundStatus, max_length=16, default=RefundStatus.REQUESTED)
+    reason = fields.CharField(max_length=255, default="")
+    requested_by = fields.CharField(max_length=32)
+    refund_id = fields.CharField(max_length=64, null=True)
+    finished_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "refund"
+
+
+class PaymentNotice(TimestampedModel):
+    """Every verified notification and what we did with it (applied, duplicate, mismatch...)."""
+
+    notice_id = fields.CharField(max_length=64, db_index=True)
+    event_type = fields.CharField(max_length=32)
+    out_trade_no = fields.CharField(max_length=32, db_index=True)
+    outcome = fields.CharField(max_length=32)
+    detail = fields.CharField(max_length=255, default="")
+
+    class Meta:
+        table = "payment_notice"

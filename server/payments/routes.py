@@ -1,0 +1,53 @@
+"""WeChat Pay notifications (payments and refunds) and the operator's refund button."""
+
+from __future__ import annotations
+
+import logging
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, empty
+
+from server.infra import auth
+from server.infra.http import body, respond
+from server.payments import service
+from server.payments.schemas import RefundIn, RefundOut
+from server.wechat.pay import PayNotificationRejected, get_wechatpay
+
+log = logging.getLogger("haodian.payments")
+
+bp = Blueprint("payments", url_prefix="/api/v1")
+
+
+@bp.post(service.NOTIFY_PATH.removeprefix("/api/v1"))
+async def wechat_notify(request: Request) -> HTTPResponse:
+    """WeChat Pay's notification: verified before anything is read, applied at most once.
+
+    204 accepts it; only a failure on our side answers 5xx so that WeChat retries."""
+    settings = request.app.ctx.settings
+    try:
+        event = get_wechatpay(settings).parse_notification(request.headers, request.body)
+    except PayNotificationRejected as exc:
+        log.warning("notification rejected", extra={"reason": exc.message})
+        return respond({"code": "FAIL", "message": "rejected"}, status=401)
+    event_type = str(event.get("event_type", ""))
+    resource = event["resource"]
+    notice_id = str(event.get("id", ""))
+    if event_type.startswith("TRANSACTION."):
+        await service.apply_transaction(settings, resource, source="notify", notice_id=notice_id)
+    elif event_type.startswith("REFUND."):
+        await service.apply_refund_notification(resource, notice_id)
+    return empty(status=204)
+
+
+@bp.post("/admin/orders/<order_no:str>/refunds")
+@auth.authenticated("operator", roles=["admin", "store_ops"])
+@body(RefundIn)
+async def admin_refund(request: Request, order_no: str, payload: RefundIn) -> HTTPResponse:
+    """Refund a paid or completed order in full (two clicks at once: one refund)."""
+    refund = await service.request_refund(
+        request.app.ctx.settings,
+        order_no,
+        actor=f"operator:{request.ctx.principal.subject}",
+        reason=payload.reason,
+    )
+    return respond(RefundOut.of(refund), status=201)
