@@ -188,8 +188,13 @@ async def test_create_pay_and_the_notification_verifies_and_decrypts(
     before = await pay.query(no)
     assert before["trade_state"] == "NOTPAY" and "transaction_id" not in before
 
-    r = await api.post(f"/_sandbox/wechat/pay/{no}/complete")
+    # The phone: wx.requestPayment(params) checks paySign and pays.
+    tampered = {**params, "package": "prepay_id=wx-someone-else", "appId": APPID}
+    r = await api.post("/_sandbox/wechat/pay/request-payment", json=tampered)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "SANDBOX_BAD_PAYSIGN"
+    r = await api.post("/_sandbox/wechat/pay/request-payment", json={**params, "appId": APPID})
     assert r.status_code == 200, r.text
+    assert r.json()["out_trade_no"] == no and r.json()["trade_state"] == "SUCCESS"
     transaction_id = r.json()["transaction_id"]
 
     (got,) = await receiver.wait(f"/notify/{no}", 1)

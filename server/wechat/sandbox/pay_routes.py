@@ -16,6 +16,7 @@ Pay platform key and carries a PUB_KEY_ID_ serial. Errors are WeChat's `{code, m
 Phone side and test controls (answers in our own envelope):
 
     POST /{no}/complete[?wait=1]        the user pays: SUCCESS, then TRANSACTION.SUCCESS
+    POST /request-payment[?wait=1]      the same, from wx.requestPayment's params (paySign checked)
     POST /{no}/notify?times=N[&concurrent=1][&forge=signature|signtest|serial|stale|key]
                       [&amount=FEN][&retry=0|1]   deliver the notification again / forged
     GET  /{no}/deliveries                every delivery attempt and the answer it got
@@ -242,6 +243,7 @@ async def create_jsapi(
         return tx, tx["prepay_id"]
 
     prepay_id = await st.update(redis, st.k_tx(out_trade_no), fn)
+    await redis.set(st.k_prepay(prepay_id), out_trade_no, ex=st.TTL)
     return 200, {"prepay_id": prepay_id}
 
 
@@ -411,6 +413,37 @@ def _int_arg(request: Request, name: str, default: int, lo: int, hi: int) -> int
 async def complete(request: Request, out_trade_no: str) -> HTTPResponse:
     """The user pays: NOTPAY -> SUCCESS, then the TRANSACTION.SUCCESS notification (in the
     background; `?wait=1` waits for the first delivery and reports its answer)."""
+    return await _complete(request, out_trade_no)
+
+
+@bp.post("/request-payment")
+async def request_payment(request: Request) -> HTTPResponse:
+    """What the WeChat app does with `wx.requestPayment(params)`: check paySign with the
+    merchant's public key (appId is in the body as the mini-program knows it), find the
+    transaction by its prepay_id, and pay it like `/complete`."""
+    cfg, redis = _cfg(request), _redis(request)
+    try:
+        p = orjson.loads(request.body or b"")
+        app_id, ts, nonce, package = p["appId"], p["timeStamp"], p["nonceStr"], p["package"]
+        pay_sign, sign_type = p["paySign"], p.get("signType")
+    except (ValueError, TypeError, KeyError):
+        raise BadRequest("body: {appId, timeStamp, nonceStr, package, signType, paySign}") from None
+    if sign_type != "RSA":
+        raise BadRequest("signType must be RSA", code="SANDBOX_BAD_PAYSIGN")
+    message = f"{app_id}\n{ts}\n{nonce}\n{package}\n"
+    if not st.verify_merchant_signature(cfg, message, str(pay_sign)):
+        raise BadRequest("paySign does not verify", code="SANDBOX_BAD_PAYSIGN")
+    prepay_id = str(package).removeprefix("prepay_id=")
+    out_trade_no = await redis.get(st.k_prepay(prepay_id))
+    tx = await st.load_tx(redis, out_trade_no) if out_trade_no else None
+    if tx is None or tx["prepay_id"] != prepay_id:
+        raise NotFound("no transaction has this prepay_id", code="SANDBOX_NO_TX")
+    if tx["appid"] != app_id:
+        raise BadRequest("the prepay_id belongs to another appid", code="SANDBOX_BAD_PAYSIGN")
+    return await _complete(request, tx["out_trade_no"])
+
+
+async def _complete(request: Request, out_trade_no: str) -> HTTPResponse:
     cfg, redis = _cfg(request), _redis(request)
 
     def fn(tx: dict[str, Any] | None) -> tuple[dict[str, Any] | None, Any]:

@@ -78,6 +78,10 @@ def k_refund_index(out_refund_no: str) -> str:
     return f"{PREFIX}refund:{out_refund_no}"
 
 
+def k_prepay(prepay_id: str) -> str:
+    return f"{PREFIX}prepay:{prepay_id}"
+
+
 def k_txid(transaction_id: str) -> str:
     return f"{PREFIX}txid:{transaction_id}"
 
