@@ -51,7 +51,7 @@ DEMO_ENCRYPTED = (
 )
 
 
-# -- open data ----
+# -- open data ------------------------------------------------------------------------------------
 
 
 def test_open_data_signature_matches_the_official_vector() -> None:
@@ -79,7 +79,7 @@ def test_open_data_decrypts_the_official_vector_and_checks_the_watermark() -> No
     assert crypto.decrypt(DEMO_SESSION_KEY, sealed, iv, DEMO_APPID) == data
 
 
-# -- helpers ----
+# -- helpers --------------------------------------------------------------------------------------
 
 
 async def new_user(api: httpx.AsyncClient, **kw: str) -> dict:
@@ -114,7 +114,7 @@ async def _no_failures_left(api: httpx.AsyncClient) -> AsyncIterator[None]:
     await api.delete(f"{SBX}/control/failures")
 
 
-# -- sandbox: phone side and login ----
+# -- sandbox: phone side and login ----------------------------------------------------------------
 
 
 async def test_sandbox_lists_the_configured_apps_default_first(api: httpx.AsyncClient) -> None:
@@ -184,7 +184,7 @@ async def test_switched_failures_become_typed_errors(
     assert (await wx.code2session(code)).openid == user["openid"]
 
 
-# -- access tokens ----
+# -- access tokens --------------------------------------------------------------------------------
 
 
 async def test_stable_token_is_stable_until_forced(api: httpx.AsyncClient) -> None:
@@ -237,7 +237,7 @@ async def test_token_refresh_is_single_flight(
             await r.aclose()
 
 
-# -- share codes, links, messages, moderation ----
+# -- share codes, links, messages, moderation -----------------------------------------------------
 
 
 async def test_share_code_is_a_real_png(api: httpx.AsyncClient, wx: WeChatClient) -> None:

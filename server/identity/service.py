@@ -1,14 +1,68 @@
-"""Who may act: operators (HQ). Rules only; no Sanic here."""
+"""Who may act: members (WeChat), staff (clerks, store managers), operators (HQ).
+
+Rules only; no Sanic here. Other domains call:
+
+- `register_member_owned(model, field, mover=None)`: declare a table whose rows belong to a
+  member, so a merge moves them (foreign keys to identity.Member are found on their own;
+  register a plain-integer column, or a `mover` for rows that need more than an UPDATE);
+- `on_member_merged(callback)`: run `callback(from_id, into_id)` after a merge commits
+  (move Redis state);
+- `member_openid(member_id, appid)`, `member_phone(settings, member_id)`;
+- `staff_store_ids(staff_id)`, `staff_works_at(staff_id, store_id)`,
+  `staff_is_manager_of(staff_id, store_id)`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from server.identity.models import Operator
-from server.infra.errors import NotFound, Unauthorized, ValidationFailed
+from redis.asyncio import Redis
+from tortoise import Tortoise
+from tortoise.exceptions import IntegrityError
+from tortoise.fields.relational import ForeignKeyFieldInstance, OneToOneFieldInstance
+from tortoise.models import Model
+from tortoise.transactions import in_transaction
+
+from server.identity.models import (
+    Gender,
+    Member,
+    MemberMerge,
+    Operator,
+    Staff,
+    StaffRole,
+    StaffStore,
+    WeChatIdentity,
+)
+from server.identity.sealing import lookup_hash, mask_phone, seal, unseal
+from server.infra import auth
+from server.infra.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    ValidationFailed,
+)
 from server.infra.passwords import check_password, hash_password
+from server.settings import Settings
+from server.wechat.client import Session, WeChatClient
+
+log = logging.getLogger("haodian.identity")
 
 OPERATOR_ROLES = ("admin", "marketing", "store_ops")
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+# ================================================================================================
+# Operators
+# ================================================================================================
 
 
 async def create_or_reset_operator(
@@ -51,3 +105,559 @@ async def get_operator(operator_id: int) -> Operator:
     if op is None:
         raise NotFound("operator not found")
     return op
+
+
+# ================================================================================================
+# Member-owned tables and the merge
+# ================================================================================================
+
+Mover = Callable[[int, int, Any], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class OwnedTable:
+    model: type[Model] | str
+    field: str  # the model field naming the member (a FK, a one-to-one, or a plain integer)
+    mover: Mover | None = None
+
+
+_OWNED: dict[tuple[str, str], OwnedTable] = {}
+_MERGE_HOOKS: list[Callable[[int, int], Awaitable[None]]] = []
+# identity's own references are handled by merge_members itself.
+_SKIP = {
+    ("identity.Member", "merged_into"),
+    ("identity.MemberMerge", "from_member"),
+    ("identity.MemberMerge", "into_member"),
+    ("identity.WeChatIdentity", "member"),
+}
+
+
+def _label(model: type[Model] | str) -> str:
+    if isinstance(model, str):
+        return model
+    return f"{model._meta.app}.{model.__name__}"
+
+
+def register_member_owned(
+    model: type[Model] | str, field: str = "member", mover: Mover | None = None
+) -> None:
+    """Rows of `model` whose `field` names a member move with a merge.
+
+    `model` is the class or "app.Model". Foreign keys to identity.Member are discovered
+    anyway; register to use a plain integer column, or to give a `mover(from_id, into_id,
+    conn) -> rows moved` for rows an UPDATE cannot move (a unique per member, a balance
+    to add up). Idempotent.
+    """
+    _OWNED[(_label(model), field)] = OwnedTable(model, field, mover)
+
+
+def on_member_merged(callback: Callable[[int, int], Awaitable[None]]) -> None:
+    """`callback(from_id, into_id)` runs after a merge commits (e.g. move Redis state)."""
+    if callback not in _MERGE_HOOKS:
+        _MERGE_HOOKS.append(callback)
+
+
+def _resolve(model: type[Model] | str) -> type[Model]:
+    if not isinstance(model, str):
+        return model
+    app, _, name = model.partition(".")
+    return Tortoise.apps[app][name]
+
+
+def owned_tables() -> list[tuple[str, type[Model], str, bool, Mover | None]]:
+    """(label, model, column, one_to_one, mover) for every member-owned table."""
+    out: dict[tuple[str, str], tuple[str, type[Model], str, bool, Mover | None]] = {}
+    for app_models in Tortoise.apps.values():
+        for model in app_models.values():
+            for name, fld in model._meta.fields_map.items():
+                if not isinstance(fld, ForeignKeyFieldInstance | OneToOneFieldInstance):
+                    continue
+                if fld.related_model is not Member:
+                    continue
+                label = _label(model)
+                if (label, name) in _SKIP:
+                    continue
+                one = isinstance(fld, OneToOneFieldInstance)
+                out[(label, name)] = (label, model, fld.source_field or f"{name}_id", one, None)
+    for key, entry in _OWNED.items():
+        model = _resolve(entry.model)
+        fld = model._meta.fields_map.get(entry.field)
+        if fld is None:
+            raise RuntimeError(f"{key[0]} has no field {entry.field!r}")
+        column = entry.field
+        one = False
+        if isinstance(fld, ForeignKeyFieldInstance | OneToOneFieldInstance):
+            column = fld.source_field or f"{entry.field}_id"
+            one = isinstance(fld, OneToOneFieldInstance)
+        out[key] = (key[0], model, column, one, entry.mover)
+    return sorted(out.values(), key=lambda e: (e[0], e[2]))
+
+
+async def _follow(member: Member) -> Member:
+    """The member that absorbed this one (merges can chain), or itself."""
+    seen = 0
+    while member.merged_into_id is not None and seen < 10:
+        member = await Member.get(id=member.merged_into_id)
+        seen += 1
+    return member
+
+
+async def merge_members(
+    redis: Redis | None, settings: Settings, from_id: int, into_id: int, unionid: str
+) -> MemberMerge | None:
+    """Make `from_id` part of `into_id` in one transaction: identities, every member-owned
+    row, points and missing profile fields move; the merge is recorded; the old member's
+    tokens are revoked. None when there was nothing to do (already merged)."""
+    if from_id == into_id:
+        return None
+    async with in_transaction() as conn:
+        rows = (
+            await Member.filter(id__in=[from_id, into_id])
+            .select_for_update()
+            .order_by("id")
+            .using_db(conn)
+        )
+        by_id = {m.id: m for m in rows}
+        src, dst = by_id.get(from_id), by_id.get(into_id)
+        if src is None or dst is None or src.merged_into_id is not None:
+            return None
+        if dst.merged_into_id is not None:
+            raise Conflict("the target member was itself merged", code="MEMBER_MERGED")
+        moved: dict[str, Any] = {}
+        moved["identity.WeChatIdentity"] = (
+            await WeChatIdentity.filter(member_id=from_id).using_db(conn).update(member_id=into_id)
+        )
+        for table, model, column, one, mover in owned_tables():
+            label = f"{table}.{column}"
+            if mover is not None:
+                moved[label] = await mover(from_id, into_id, conn)
+                continue
+            qs = model.filter(**{column: from_id}).using_db(conn)
+            if one and await model.filter(**{column: into_id}).using_db(conn).exists():
+                moved[label] = "kept: the merged member has its own"
+                log.warning(
+                    "merge left a one-to-one row behind",
+                    extra={"table": table, "from_member": from_id, "into_member": into_id},
+                )
+                continue
+            moved[label] = await qs.update(**{column: into_id})
+        moved["points"] = src.points
+        dst.points += src.points
+        src.points = 0
+        if not dst.phone_sealed and src.phone_sealed:
+            dst.phone_sealed, dst.phone_hash, dst.phone_masked = (
+                src.phone_sealed,
+                src.phone_hash,
+                src.phone_masked,
+            )
+            moved["phone"] = True
+        for name in ("nickname", "avatar_url"):
+            if not getattr(dst, name) and getattr(src, name):
+                setattr(dst, name, getattr(src, name))
+        if dst.birthday is None and src.birthday is not None:
+            dst.birthday = src.birthday
+        if dst.gender == Gender.UNKNOWN:
+            dst.gender = src.gender
+        if dst.unionid is None:
+            dst.unionid = unionid
+        src.merged_into_id = into_id
+        src.phone_sealed, src.phone_hash = None, None
+        await src.save(using_db=conn)
+        await dst.save(using_db=conn)
+        record = await MemberMerge.create(
+            from_member_id=from_id,
+            into_member_id=into_id,
+            unionid=unionid,
+            moved=moved,
+            using_db=conn,
+        )
+    log.info("members merged", extra={"from_member": from_id, "into_member": into_id})
+    if redis is not None:
+        await auth.revoke_all(redis, settings, "member", from_id)
+    for hook in _MERGE_HOOKS:
+        try:
+            await hook(from_id, into_id)
+        except Exception:
+            log.exception("a merge hook failed", extra={"from_member": from_id})
+    return record
+
+
+# ================================================================================================
+# Members: login, phone, profile
+# ================================================================================================
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def _resolve_once(
+    redis: Redis | None, settings: Settings, appid: str, session: Session
+) -> tuple[Member, bool]:
+    sealed = seal(settings, "session_key", session.session_key)
+    ident = await WeChatIdentity.get_or_none(appid=appid, openid=session.openid)
+    if ident is not None:
+        member = await _follow(await Member.get(id=ident.member_id))
+        unionid = session.unionid
+        if unionid and member.unionid != unionid:
+            if member.unionid is None:
+                holder = await Member.get_or_none(unionid=unionid)
+                if holder is not None and holder.id != member.id:
+                    holder = await _follow(holder)
+                    await merge_members(redis, settings, member.id, holder.id, unionid)
+                    member = await Member.get(id=holder.id)
+                else:
+                    # A unique index: a concurrent first login holding it makes this fail,
+                    # and the retry merges instead.
+                    await Member.filter(id=member.id, unionid__isnull=True).update(unionid=unionid)
+                    member.unionid = unionid
+            else:
+                log.warning(
+                    "WeChat gave another unionid for a known identity; kept the first",
+                    extra={"member_id": member.id, "appid": appid},
+                )
+        await WeChatIdentity.filter(id=ident.id).update(
+            session_key_sealed=sealed,
+            unionid=unionid or ident.unionid,
+            last_login_at=_now(),
+            member_id=member.id,
+        )
+        return member, False
+    async with in_transaction() as conn:
+        member = None
+        if session.unionid:
+            member = await Member.filter(unionid=session.unionid).using_db(conn).first()
+            if member is not None:
+                member = await _follow(member)
+        created = member is None
+        if member is None:
+            member = await Member.create(unionid=session.unionid, using_db=conn)
+        await WeChatIdentity.create(
+            appid=appid,
+            openid=session.openid,
+            unionid=session.unionid,
+            member_id=member.id,
+            session_key_sealed=sealed,
+            last_login_at=_now(),
+            using_db=conn,
+        )
+    return member, created
+
+
+async def resolve_identity(
+    redis: Redis | None, settings: Settings, appid: str, session: Session
+) -> tuple[Member, bool]:
+    """The member behind (appid, openid[, unionid]); makes one on the first login.
+
+    Unique constraints decide races: (appid, openid) and member.unionid. A login that
+    loses one rolls back and looks again, so 20 simultaneous first logins of one person
+    (one phone or several apps) end with exactly one member.
+    """
+    for attempt in range(6):
+        try:
+            return await _resolve_once(redis, settings, appid, session)
+        except IntegrityError:
+            await asyncio.sleep(0.01 * (attempt + 1) + random.random() * 0.02)
+    raise Unavailable(
+        "too many simultaneous sign-ins for this user; try again",
+        code="LOGIN_CONTENDED",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def login_member(
+    client: WeChatClient, redis: Redis, settings: Settings, code: str, appid: str | None
+) -> tuple[Member, dict[str, Any], bool]:
+    app = client.app(appid)
+    session = await client.code2session(code, app.appid)
+    member, created = await resolve_identity(redis, settings, app.appid, session)
+    if member.disabled:
+        raise Forbidden("this member account is disabled", code="MEMBER_DISABLED")
+    tokens = await auth.issue_tokens(
+        redis, settings, "member", member.id, extra={"appid": app.appid}
+    )
+    log.info(
+        "member signed in",
+        extra={"member_id": member.id, "appid": app.appid, "new_member": created},
+    )
+    return member, tokens, created
+
+
+async def get_member(member_id: int) -> Member:
+    member = await Member.get_or_none(id=member_id)
+    if member is None or member.merged_into_id is not None:
+        raise NotFound("member not found", code="MEMBER_NOT_FOUND")
+    if member.disabled:
+        raise Forbidden("this member account is disabled", code="MEMBER_DISABLED")
+    return member
+
+
+async def member_openid(member_id: int, appid: str) -> str | None:
+    """The member's openid in that app (WeChat Pay's payer.openid, subscribe messages)."""
+    ident = await WeChatIdentity.get_or_none(member_id=member_id, appid=appid)
+    return ident.openid if ident else None
+
+
+async def member_session_key(settings: Settings, member_id: int, appid: str) -> str | None:
+    """For decrypting open data server-side; never send it anywhere."""
+    ident = await WeChatIdentity.get_or_none(member_id=member_id, appid=appid)
+    if ident is None or not ident.session_key_sealed:
+        return None
+    return unseal(settings, "session_key", ident.session_key_sealed)
+
+
+async def member_phone(settings: Settings, member_id: int) -> str | None:
+    """The clear phone number, for a domain that must call or text the member."""
+    member = await Member.get_or_none(id=member_id)
+    if member is None or not member.phone_sealed:
+        return None
+    return unseal(settings, "phone", member.phone_sealed)
+
+
+async def find_members_by_phone(settings: Settings, phone: str) -> list[int]:
+    ids = await Member.filter(
+        phone_hash=lookup_hash(settings, "phone", phone), merged_into_id__isnull=True
+    ).values_list("id", flat=True)
+    return list(ids)
+
+
+async def bind_phone(
+    client: WeChatClient, settings: Settings, member_id: int, appid: str | None, code: str
+) -> Member:
+    member = await get_member(member_id)
+    info = await client.phone_number(code, appid)
+    pure = str(info.get("purePhoneNumber") or info.get("phoneNumber") or "")
+    country = str(info.get("countryCode") or "86")
+    if not pure.isdigit():
+        raise Unavailable("WeChat answered no phone number", code="WECHAT_ERROR")
+    full = pure if country == "86" else f"+{country}{pure}"
+    member.phone_sealed = seal(settings, "phone", full)
+    member.phone_hash = lookup_hash(settings, "phone", full)
+    member.phone_masked = mask_phone(pure)
+    await member.save(update_fields=["phone_sealed", "phone_hash", "phone_masked", "updated_at"])
+    log.info("member phone bound", extra={"member_id": member_id})
+    return member
+
+
+async def update_profile(
+    client: WeChatClient,
+    member_id: int,
+    appid: str | None,
+    changes: dict[str, Any],
+) -> Member:
+    """Nickname (checked by WeChat moderation: others see it), avatar, birthday (set once:
+    it drives birthday gifts), gender."""
+    member = await get_member(member_id)
+    nickname = changes.get("nickname")
+    if nickname is not None and nickname != member.nickname:
+        openid = None
+        if appid:
+            openid = await member_openid(member_id, appid)
+        if openid is None:
+            ident = await WeChatIdentity.filter(member_id=member_id).first()
+            if ident is None:
+                raise Conflict("no WeChat identity to check the nickname with")
+            openid, appid = ident.openid, ident.appid
+        verdict = await client.msg_sec_check(openid, nickname, scene=1, appid=appid)
+        if verdict.get("suggest") != "pass":
+            raise ValidationFailed(
+                "this nickname was not accepted by content moderation",
+                code="CONTENT_REJECTED",
+                details={"label": verdict.get("label")},
+            )
+        member.nickname = nickname
+    if "avatar_url" in changes and changes["avatar_url"] is not None:
+        member.avatar_url = changes["avatar_url"]
+    if "birthday" in changes and changes["birthday"] is not None:
+        if member.birthday is not None and member.birthday != changes["birthday"]:
+            raise Conflict(
+                "the birthday is set already and cannot be changed", code="BIRTHDAY_LOCKED"
+            )
+        member.birthday = changes["birthday"]
+    if changes.get("gender") is not None:
+        member.gender = Gender(changes["gender"])
+    await member.save()
+    return member
+
+
+def member_view(member: Member) -> dict[str, Any]:
+    return {
+        "id": member.id,
+        "nickname": member.nickname,
+        "avatar_url": member.avatar_url,
+        "birthday": member.birthday,
+        "gender": int(member.gender),
+        "phone": member.phone_masked or None,
+        "points": member.points,
+        "tier": member.tier,
+        "unionid_bound": member.unionid is not None,
+        "created_at": member.created_at.astimezone(SHANGHAI).isoformat(),
+    }
+
+
+async def set_member_disabled(
+    redis: Redis, settings: Settings, member_id: int, disabled: bool
+) -> Member:
+    member = await Member.get_or_none(id=member_id)
+    if member is None:
+        raise NotFound("member not found", code="MEMBER_NOT_FOUND")
+    member.disabled = disabled
+    await member.save(update_fields=["disabled", "updated_at"])
+    if disabled:
+        await auth.revoke_all(redis, settings, "member", member_id)
+    log.info("member disabled" if disabled else "member enabled", extra={"member_id": member_id})
+    return member
+
+
+async def member_admin_view(member_id: int) -> dict[str, Any]:
+    member = await Member.get_or_none(id=member_id)
+    if member is None:
+        raise NotFound("member not found", code="MEMBER_NOT_FOUND")
+    appids = await WeChatIdentity.filter(member_id=member_id).values_list("appid", flat=True)
+    return {
+        **member_view(member),
+        "disabled": member.disabled,
+        "merged_into": member.merged_into_id,
+        "appids": sorted(set(appids)),
+    }
+
+
+# ================================================================================================
+# Staff: clerks and store managers
+# ================================================================================================
+
+
+async def _check_store_ids(store_ids: list[int]) -> list[int]:
+    from server.stores.models import Store
+
+    wanted = sorted(set(store_ids))
+    found = set(await Store.filter(id__in=wanted).values_list("id", flat=True))
+    missing = [s for s in wanted if s not in found]
+    if missing:
+        raise ValidationFailed(
+            f"unknown store ids {missing}", code="UNKNOWN_STORE", details={"missing": missing}
+        )
+    return wanted
+
+
+async def create_staff(
+    username: str, password: str, role: str, store_ids: list[int], name: str = ""
+) -> Staff:
+    if role not in (r.value for r in StaffRole):
+        raise ValidationFailed("role must be clerk or manager")
+    if len(password) < 8:
+        raise ValidationFailed("password must be at least 8 characters")
+    stores = await _check_store_ids(store_ids)
+    if await Staff.exists(username=username):
+        raise Conflict(f"staff account {username!r} exists already", code="STAFF_EXISTS")
+    pw_hash = await asyncio.to_thread(hash_password, password)
+    try:
+        async with in_transaction() as conn:
+            staff = await Staff.create(
+                username=username,
+                password_hash=pw_hash,
+                role=StaffRole(role),
+                name=name,
+                using_db=conn,
+            )
+            await StaffStore.bulk_create(
+                [StaffStore(staff_id=staff.id, store_id=s) for s in stores], using_db=conn
+            )
+    except IntegrityError:
+        raise Conflict(f"staff account {username!r} exists already", code="STAFF_EXISTS") from None
+    log.info("staff account created", extra={"staff_id": staff.id, "role": role})
+    return staff
+
+
+async def update_staff(
+    redis: Redis, settings: Settings, staff_id: int, changes: dict[str, Any]
+) -> Staff:
+    staff = await Staff.get_or_none(id=staff_id)
+    if staff is None:
+        raise NotFound("staff account not found", code="STAFF_NOT_FOUND")
+    revoke = False
+    store_ids = changes.get("store_ids")
+    stores = await _check_store_ids(store_ids) if store_ids is not None else None
+    if changes.get("password") is not None:
+        staff.password_hash = await asyncio.to_thread(hash_password, changes["password"])
+        revoke = True
+    if changes.get("role") is not None and changes["role"] != staff.role.value:
+        staff.role = StaffRole(changes["role"])
+        revoke = True  # the role is in the token
+    if changes.get("name") is not None:
+        staff.name = changes["name"]
+    if changes.get("disabled") is not None:
+        staff.disabled = bool(changes["disabled"])
+        revoke = revoke or staff.disabled
+    async with in_transaction() as conn:
+        await staff.save(using_db=conn)
+        if stores is not None:
+            await (
+                StaffStore.filter(staff_id=staff_id)
+                .exclude(store_id__in=stores)
+                .using_db(conn)
+                .delete()
+            )
+            have = set(
+                await StaffStore.filter(staff_id=staff_id)
+                .using_db(conn)
+                .values_list("store_id", flat=True)
+            )
+            await StaffStore.bulk_create(
+                [StaffStore(staff_id=staff_id, store_id=s) for s in stores if s not in have],
+                using_db=conn,
+            )
+    if revoke:
+        await auth.revoke_all(redis, settings, "staff", staff_id)
+    return staff
+
+
+async def authenticate_staff(username: str, password: str) -> Staff:
+    staff = await Staff.get_or_none(username=username.strip())
+    ok = await asyncio.to_thread(check_password, staff.password_hash if staff else None, password)
+    if staff is None or not ok or staff.disabled:
+        raise Unauthorized("wrong username or password", code="LOGIN_FAILED")
+    return staff
+
+
+async def staff_profile(staff_id: int, *, include_disabled: bool = False) -> dict[str, Any]:
+    from server.stores.models import Store
+
+    staff = await Staff.get_or_none(id=staff_id)
+    if staff is None or (staff.disabled and not include_disabled):
+        raise NotFound("staff account not found", code="STAFF_NOT_FOUND")
+    ids = await staff_store_ids(staff_id, include_disabled=True)
+    stores = await Store.filter(id__in=ids).order_by("id").values("id", "code", "name")
+    out = {
+        "id": staff.id,
+        "username": staff.username,
+        "name": staff.name,
+        "role": staff.role.value,
+        "stores": stores,
+    }
+    if include_disabled:
+        out["disabled"] = staff.disabled
+    return out
+
+
+async def staff_store_ids(staff_id: int, *, include_disabled: bool = False) -> set[int]:
+    """The stores this staff account works at (empty when the account is disabled)."""
+    if not include_disabled and not await Staff.exists(id=staff_id, disabled=False):
+        return set()
+    ids = await StaffStore.filter(staff_id=staff_id).values_list("store_id", flat=True)
+    return set(ids)
+
+
+async def staff_works_at(staff_id: int, store_id: int) -> bool:
+    return await StaffStore.filter(
+        staff_id=staff_id, store_id=store_id, staff__disabled=False
+    ).exists()
+
+
+async def staff_is_manager_of(staff_id: int, store_id: int) -> bool:
+    return await StaffStore.filter(
+        staff_id=staff_id,
+        store_id=store_id,
+        staff__disabled=False,
+        staff__role=StaffRole.MANAGER,
+    ).exists()

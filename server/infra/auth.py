@@ -44,6 +44,10 @@ def _revoked_key(audience: str, subject: int | str) -> str:
     return f"auth:revoked:{audience}:{subject}"
 
 
+def _jti_key(jti: str) -> str:
+    return f"auth:revoked-jti:{jti}"
+
+
 def _refresh_key(token: str) -> str:
     return "auth:refresh:" + hashlib.sha256(token.encode()).hexdigest()
 
@@ -119,8 +123,13 @@ async def verify_access(
         raise Unauthorized("this token is not for this API", code="TOKEN_WRONG_AUDIENCE") from None
     except jwt.PyJWTError:
         raise Unauthorized("the token is invalid", code="TOKEN_INVALID") from None
-    revoked_before = await redis.get(_revoked_key(audience, claims["sub"]))
+    # One round trip: "all tokens of this subject before t" and "this one token" revocations.
+    revoked_before, jti_revoked = await redis.mget(
+        _revoked_key(audience, claims["sub"]), _jti_key(str(claims.get("jti", "")))
+    )
     if revoked_before is not None and float(claims["iat"]) <= float(revoked_before):
+        raise Unauthorized("the token was revoked", code="TOKEN_REVOKED")
+    if jti_revoked is not None:
         raise Unauthorized("the token was revoked", code="TOKEN_REVOKED")
     return Principal(
         audience=audience,
@@ -150,6 +159,13 @@ async def rotate_refresh(
 
 async def revoke_refresh(redis: Redis, refresh_token: str) -> None:
     await redis.delete(_refresh_key(refresh_token))
+
+
+async def revoke_access(redis: Redis, claims: dict[str, Any]) -> None:
+    """This one access token stops working (logout on one device); kept until it expires."""
+    ttl = int(claims.get("exp", 0) - time.time()) + 1
+    if claims.get("jti") and ttl > 0:
+        await redis.set(_jti_key(str(claims["jti"])), "1", ex=ttl)
 
 
 async def revoke_all(redis: Redis, settings: Settings, audience: Audience, subject: int) -> None:
