@@ -328,3 +328,38 @@ def test_sandbox_runs_on_its_own(
         assert s.json()["openid"] == r.json()["openid"]
     finally:
         proc.stop()
+
+
+async def test_workers_of_the_server_share_one_token_refresh(
+    api: httpx.AsyncClient, redis_url: str
+) -> None:
+    """20 simultaneous phone bindings through both server workers right after the token
+    expired: every call succeeds and WeChat's stable_token is asked once."""
+    tokens, codes = [], []
+    for _ in range(20):
+        user = await new_user(api)
+        r = await api.post(
+            "/api/v1/auth/login", json={"code": await login_code(api, user["openid"])}
+        )
+        tokens.append(r.json()["token"])
+        codes.append((await api.post(f"{SBX}/users/{user['openid']}/phone-code")).json()["code"])
+    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await redis.delete(token_key(MAIN))
+    finally:
+        await redis.aclose()
+    await api.post(f"{SBX}/control/expire-token", json={"appid": MAIN})
+    before = await calls(api, "stable_token")
+    async with httpx.AsyncClient(base_url=str(api.base_url), timeout=30) as fresh:
+        results = await asyncio.gather(
+            *(
+                fresh.post(
+                    "/api/v1/auth/phone",
+                    json={"code": code},
+                    headers={"authorization": f"Bearer {token}"},
+                )
+                for token, code in zip(tokens, codes, strict=True)
+            )
+        )
+    assert [r.status_code for r in results] == [200] * 20, [r.text for r in results]
+    assert await calls(api, "stable_token") == before + 1
