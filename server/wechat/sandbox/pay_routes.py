@@ -43,6 +43,7 @@ import redis.asyncio as aioredis
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
+from server.app import on_startup
 from server.infra.errors import BadRequest, Conflict, NotFound
 from server.infra.http import respond
 from server.wechat.pay_keys import PayConfig, pay_config
@@ -51,6 +52,13 @@ from server.wechat.sandbox.pay_state import WxError
 
 PREFIX = "/_sandbox/wechat/pay"
 bp = Blueprint("wechat_pay_sandbox", url_prefix=PREFIX)
+
+
+@on_startup
+async def _warm_keys(app: Any) -> None:
+    """Make (or read) the sandbox's keys before the first request instead of during it."""
+    await asyncio.to_thread(pay_config, app.ctx.settings)
+
 
 OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_\-|*]{6,32}$")
 OUT_REFUND_NO = re.compile(r"^[0-9A-Za-z_\-|*@]{1,64}$")
