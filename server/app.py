@@ -23,7 +23,7 @@ from server.settings import Settings
 log = logging.getLogger("haodian.app")
 
 # Domains whose `routes.py` exposes a blueprint `bp`. Order is the OpenAPI order.
-DOMAIN_ROUTES: list[str] = ["identity", "stores", "catalog"]
+DOMAIN_ROUTES: list[str] = ["identity", "stores", "catalog", "coupons"]
 
 _SANIC_CODES = {
     400: "BAD_REQUEST",

@@ -21,7 +21,7 @@ from server.settings import Settings
 
 log = logging.getLogger("haodian.worker")
 
-JOB_MODULES: list[str] = []
+JOB_MODULES: list[str] = ["server.coupons.jobs"]
 QUEUE = "haodian:jobs"
 
 

@@ -1,0 +1,134 @@
+"""Coupons: templates (what a coupon is worth and where), coupons (one per member and claim),
+campaign issuances, and store write-offs."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+
+from server.infra.models import TimestampedModel
+
+
+class CouponKind(StrEnum):
+    AMOUNT_OFF = "amount_off"  # a fixed amount off the order
+    PERCENT_OFF = "percent_off"  # a percentage off, with an optional cap (max_off_fen)
+    THRESHOLD = "threshold"  # amount_off_fen off once the goods reach threshold_fen
+    FREE_ITEM = "free_item"  # one unit of a product free (free_sku_id), or a gift at the till
+
+
+class Channel(StrEnum):
+    ONLINE = "online"
+    STORE = "store"
+    BOTH = "both"
+
+
+class CouponStatus(StrEnum):
+    UNUSED = "unused"
+    LOCKED = "locked"  # held by an unpaid order; comes back if the order is cancelled
+    USED = "used"
+
+
+class CouponTemplate(TimestampedModel):
+    name = fields.CharField(max_length=64)
+    kind = fields.CharEnumField(CouponKind, max_length=16)
+    amount_off_fen = fields.IntField(null=True)
+    percent_off = fields.IntField(null=True)  # 1..100: 15 means 15% off
+    max_off_fen = fields.IntField(null=True)
+    threshold_fen = fields.IntField(null=True)
+    free_sku_id = fields.BigIntField(null=True)
+    free_item_name = fields.CharField(max_length=64, default="")
+    total = fields.IntField()
+    # Units not yet handed out (claims + issuances). The database guard behind the Redis
+    # counter: a conditional UPDATE ... WHERE remaining >= n, so stock can never go below 0
+    # even if Redis was re-warmed while a claim was in flight.
+    remaining = fields.IntField()
+    per_member_limit = fields.IntField(default=1)
+    valid_days = fields.IntField(null=True)  # N days from the claim
+    valid_from = fields.DatetimeField(null=True)  # or a fixed window
+    valid_until = fields.DatetimeField(null=True)
+    claim_from = fields.DatetimeField(null=True)
+    claim_until = fields.DatetimeField(null=True)
+    channel = fields.CharEnumField(Channel, max_length=8, default=Channel.BOTH)
+    store_ids: list[int] = fields.JSONField(default=list)  # type: ignore[assignment]  # [] = all
+    sku_ids: list[int] = fields.JSONField(default=list)  # type: ignore[assignment]  # [] = all
+    category_ids: list[int] = fields.JSONField(default=list)  # type: ignore[assignment]
+    audience_tiers: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
+    in_center = fields.BooleanField(default=True)  # listed in the coupon centre
+    active = fields.BooleanField(default=True)
+    claimed_count = fields.IntField(default=0)
+    issued_count = fields.IntField(default=0)
+
+    class Meta:
+        table = "coupon_template"
+
+
+class CouponIssuance(TimestampedModel):
+    """An operator's campaign: send a template to a list of members, in the background."""
+
+    template = fields.ForeignKeyField(
+        "coupons.CouponTemplate", related_name="issuances", on_delete=fields.RESTRICT
+    )
+    operator_id = fields.BigIntField(null=True)
+    member_ids: list[int] = fields.JSONField(default=list)  # type: ignore[assignment]
+    status = fields.CharField(
+        max_length=16, default="pending"
+    )  # pending|running|stopped (out of stock)|done
+    total = fields.IntField(default=0)
+    position = fields.IntField(default=0)  # members[0:position] are done (resume point)
+    issued = fields.IntField(default=0)
+    skipped = fields.IntField(default=0)  # already had one from this issuance, or unknown
+    message = fields.CharField(max_length=255, default="")
+    finished_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "coupon_issuance"
+
+
+class Coupon(TimestampedModel):
+    template = fields.ForeignKeyField(
+        "coupons.CouponTemplate", related_name="coupons", on_delete=fields.RESTRICT
+    )
+    member = fields.ForeignKeyField(
+        "identity.Member", related_name="coupons", on_delete=fields.RESTRICT
+    )
+    status = fields.CharEnumField(CouponStatus, max_length=8, default=CouponStatus.UNUSED)
+    valid_from = fields.DatetimeField()
+    valid_until = fields.DatetimeField()
+    # From the coupon centre: the member's n-th claim of this template (1..limit). Unique with
+    # (template, member), so a replayed or raced claim can never make a second row.
+    claim_seq = fields.IntField(null=True)
+    issuance = fields.ForeignKeyField(
+        "coupons.CouponIssuance", related_name="coupons", null=True, on_delete=fields.RESTRICT
+    )
+    order_no = fields.CharField(max_length=32, null=True, db_index=True)  # locking/used order
+    discount_fen = fields.IntField(null=True)  # what it took off that order
+    used_at = fields.DatetimeField(null=True)
+    used_channel = fields.CharField(max_length=8, null=True)  # online | store
+    used_store_id = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "coupon"
+        unique_together = (("template", "member", "claim_seq"), ("issuance", "member"))
+        indexes = (("member_id", "status"),)
+
+
+class WriteOff(TimestampedModel):
+    """A coupon redeemed at a store's counter: which store, which clerk, when."""
+
+    coupon = fields.ForeignKeyField(
+        "coupons.Coupon", related_name="write_offs", on_delete=fields.RESTRICT
+    )
+    template_id = fields.BigIntField(db_index=True)
+    member_id = fields.BigIntField()
+    store = fields.ForeignKeyField(
+        "stores.Store", related_name="coupon_write_offs", on_delete=fields.RESTRICT
+    )
+    staff_id = fields.BigIntField()
+    revoked_at = fields.DatetimeField(null=True)
+    revoked_by_staff_id = fields.BigIntField(null=True)
+    revoke_reason = fields.CharField(max_length=255, default="")
+
+    class Meta:
+        table = "coupon_write_off"
+        indexes = (("store_id", "created_at"),)
