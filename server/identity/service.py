@@ -210,6 +210,38 @@ async def merge_members(
     tokens are revoked. None when there was nothing to do (already merged)."""
     if from_id == into_id:
         return None
+    try:
+        record = await _merge_tx(settings, from_id, into_id, unionid)
+    except IntegrityError as exc:
+        # A member-owned table with a per-member unique row that a plain UPDATE cannot move:
+        # nothing was changed (one transaction); the owning domain must register a mover.
+        log.error(
+            "member merge refused by a unique constraint; register a mover for that table",
+            extra={"from_member": from_id, "into_member": into_id, "error": str(exc)[:300]},
+        )
+        raise MergeConflict(
+            "these members cannot be merged automatically", code="MERGE_CONFLICT"
+        ) from None
+    if record is None:
+        return None
+    log.info("members merged", extra={"from_member": from_id, "into_member": into_id})
+    if redis is not None:
+        await auth.revoke_all(redis, settings, "member", from_id)
+    for hook in _MERGE_HOOKS:
+        try:
+            await hook(from_id, into_id)
+        except Exception:
+            log.exception("a merge hook failed", extra={"from_member": from_id})
+    return record
+
+
+class MergeConflict(Conflict):
+    code = "MERGE_CONFLICT"
+
+
+async def _merge_tx(
+    settings: Settings, from_id: int, into_id: int, unionid: str
+) -> MemberMerge | None:
     async with in_transaction() as conn:
         rows = (
             await Member.filter(id__in=[from_id, into_id])
@@ -271,14 +303,6 @@ async def merge_members(
             moved=moved,
             using_db=conn,
         )
-    log.info("members merged", extra={"from_member": from_id, "into_member": into_id})
-    if redis is not None:
-        await auth.revoke_all(redis, settings, "member", from_id)
-    for hook in _MERGE_HOOKS:
-        try:
-            await hook(from_id, into_id)
-        except Exception:
-            log.exception("a merge hook failed", extra={"from_member": from_id})
     return record
 
 
@@ -304,7 +328,11 @@ async def _resolve_once(
                 holder = await Member.get_or_none(unionid=unionid)
                 if holder is not None and holder.id != member.id:
                     holder = await _follow(holder)
-                    await merge_members(redis, settings, member.id, holder.id, unionid)
+                    try:
+                        await merge_members(redis, settings, member.id, holder.id, unionid)
+                    except MergeConflict:
+                        # Let the shopper in as before; the merge is tried at the next login.
+                        return member, False
                     member = await Member.get(id=holder.id)
                 else:
                     # A unique index: a concurrent first login holding it makes this fail,
