@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO")
     access_token_ttl: int = Field(default=900, description="seconds an access token lives")
     refresh_token_ttl: int = Field(default=30 * 86400, description="seconds a refresh token lives")
+    write_off_revoke_minutes: int = Field(
+        default=10, description="minutes a store manager has to revoke a coupon write-off"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -22,10 +22,7 @@ CODE_RULE = "30/minute"  # per member: the page refreshes its code every ~45 s
 
 
 def _revoke_minutes(request: Request) -> int:
-    return int(
-        getattr(request.app.ctx.settings, "write_off_revoke_minutes", None)
-        or service.DEFAULT_REVOKE_MINUTES
-    )
+    return int(request.app.ctx.settings.write_off_revoke_minutes)
 
 
 # -- operators -----------------------------------------------------------------------------
