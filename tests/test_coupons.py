@@ -648,3 +648,34 @@ async def test_stats(api: httpx.AsyncClient, op: dict[str, str], database: Setti
     assert s["claimed"] == 4 and s["issued"] == 0 and s["written_off_in_store"] == 3
     assert s["write_off_rate"] == 0.75 and s["remaining"] == 6
     assert s["by_store"] == [{"store_id": store.id, "written_off": 3}]
+
+
+async def test_demo_seed_is_idempotent_and_walks_claim_code_scan(
+    api: httpx.AsyncClient, database: Settings, redis: Any
+) -> None:
+    from server.coupons import seed
+
+    store = await Store.get_or_none(code=seed.DEMO_STORE_CODE) or await new_store(
+        seed.DEMO_STORE_CODE
+    )
+    await seed.seed(database, redis, lambda n=1: None)
+    await seed.seed(database, redis, lambda n=1: None)
+    names = [t["name"] for t in seed.TEMPLATES] + [seed.STORE_ONLY["name"]]
+    assert await CouponTemplate.filter(name__in=names).count() == len(names)
+    store_only = await CouponTemplate.get(name=seed.STORE_ONLY["name"])
+    assert store_only.store_ids == [store.id]
+
+    # The README's walk: a shopper claims, shows the live code, the WH0001 clerk scans it.
+    username, password = seed.DEMO_COUNTER_CLERK
+    r = await api.post(
+        "/api/v1/staff/auth/login", json={"username": username, "password": password}
+    )
+    assert r.status_code == 200, r.text
+    clerk = bearer(r.json()["token"])
+    _, m = await new_member(database)
+    centre = (await api.get("/api/v1/coupon-center", headers=m)).json()["items"]
+    assert {i["template_id"] for i in centre if i["claimable"]} >= {store_only.id}
+    c = await claim(api, m, store_only.id)
+    digits = (await live_code(api, m, c["id"]))["digits"]
+    r = await api.post("/api/v1/staff/write-offs", json={"code": digits}, headers=clerk)
+    assert r.status_code == 201 and r.json()["write_off"]["value_text"] == "free 柠檬茶"
