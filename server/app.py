@@ -23,7 +23,14 @@ from server.settings import Settings
 log = logging.getLogger("haodian.app")
 
 # Domains whose `routes.py` exposes a blueprint `bp`. Order is the OpenAPI order.
-DOMAIN_ROUTES: list[str] = ["identity", "stores", "catalog", "coupons"]
+DOMAIN_ROUTES: list[str] = [
+    "identity",
+    "stores",
+    "catalog",
+    "coupons",
+    "orders",
+    "payments",
+]
 
 _SANIC_CODES = {
     400: "BAD_REQUEST",

@@ -66,7 +66,11 @@ def worker(
             yield proc  # type: ignore[misc]
         finally:
             proc.terminate()
-            proc.wait(timeout=20)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +89,7 @@ async def shop(database: Settings) -> dict[str, Any]:
         city="武汉",
         lat=30.59,
         lng=114.30,
-        services=["pickup", "takeout", "write_off"],
+        pickup=True, takeout=True, write_off=True,
     )
     cat = await Category.create(name=f"snacks-{suffix}")
     prod = await Product.create(category=cat, name="Dried mango")

@@ -18,7 +18,14 @@ from tortoise.migrations.autodetector import MigrationAutodetector
 from server.settings import Settings
 
 # Order matters only for readability; Tortoise resolves cross-app references.
-DOMAIN_APPS: list[str] = ["identity", "stores", "catalog", "orders", "coupons"]
+DOMAIN_APPS: list[str] = [
+    "identity",
+    "stores",
+    "catalog",
+    "orders",
+    "coupons",
+    "payments",
+]
 
 
 def _apps_config() -> dict[str, dict[str, Any]]:

@@ -21,7 +21,10 @@ from server.settings import Settings
 
 log = logging.getLogger("haodian.worker")
 
-JOB_MODULES: list[str] = ["server.coupons.jobs"]
+JOB_MODULES: list[str] = [
+    "server.coupons.jobs",
+    "server.payments.jobs",
+]
 QUEUE = "haodian:jobs"
 
 
@@ -107,6 +110,9 @@ def run_worker() -> None:
 async def _run(settings: Settings) -> None:
     worker = build_worker(settings)
     try:
-        await worker.main()
+        # async_run (not main) records the task arq's SIGTERM/SIGINT handler cancels.
+        await worker.async_run()
+    except asyncio.CancelledError:
+        pass
     finally:
         await worker.close()

@@ -20,7 +20,7 @@ from server.infra.errors import Conflict, Forbidden, NotFound
 from server.orders import service
 from server.orders.models import Order, OrderKind, OrderLine, OrderStatus
 from server.settings import Settings
-from server.stores.models import Store
+from server.stores import service as stores
 
 
 async def place_pickup_order(
@@ -30,20 +30,26 @@ async def place_pickup_order(
     quantities: dict[int, int],
     coupon_ids: list[int],
 ) -> Order:
-    store = await Store.get_or_none(id=store_id)
-    if store is None:
-        raise NotFound(f"no store {store_id}", code="STORE_NOT_FOUND")
-    if store.closed or "pickup" not in (store.services or []):  # type: ignore[attr-defined]
-        raise Conflict(f"{store.name} does not take pickup orders now", code="STORE_UNAVAILABLE")
+    """Price the items at this store, hold its stock, lock the coupons, insert the order:
+    all in one transaction, so a refusal anywhere leaves nothing behind."""
+    await stores.require_store(store_id, "pickup")
+    prices = await catalog.store_menu_prices(store_id, quantities)
+    missing = sorted(set(quantities) - set(prices))
+    if missing:
+        raise Conflict(
+            f"this store does not sell SKU {missing[0]} now",
+            code="SKU_NOT_SOLD_HERE",
+            details={"sku_ids": missing},
+        )
+    lines = [
+        service.LineIn(
+            sku_id=sku_id, name=prices[sku_id][0], quantity=qty, unit_price_fen=prices[sku_id][1]
+        )
+        for sku_id, qty in quantities.items()
+    ]
     order_no = service.new_order_no()
     async with in_transaction() as conn:
-        held = await catalog.hold_store_stock(store_id, quantities, connection=conn)
-        lines = [
-            service.LineIn(
-                sku_id=h.sku_id, name=h.name, quantity=h.quantity, unit_price_fen=h.unit_price_fen
-            )
-            for h in held
-        ]
+        await catalog.hold_store_stock(store_id, quantities, using_db=conn)
         lock = await coupons.lock_coupons_for_order(
             member_id, coupon_ids, lines, store_id, order_no, conn
         )
@@ -69,7 +75,7 @@ async def _return_store_stock(order: Order, connection: Any) -> None:
     await catalog.release_store_stock(
         order.store_id,  # type: ignore[attr-defined]
         {ln.sku_id: ln.quantity for ln in lines if ln.sku_id is not None},  # type: ignore[attr-defined]
-        connection=connection,
+        using_db=connection,
     )
 
 
