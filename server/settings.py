@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     embedded_worker: bool | None = Field(
         default=None, description="serve also runs the job worker; default: demo mode"
     )
+    pay_timeout_seconds: int = Field(
+        default=900, description="an unpaid order is closed and its stock released after this"
+    )
+    payment_sweep_seconds: int = Field(
+        default=30, description="how often the worker closes expired orders and queries WeChat"
+    )
+    payment_query_after_seconds: int = Field(
+        default=60, description="query WeChat for a prepaid order with no notification after this"
+    )
     log_level: str = Field(default="INFO")
     access_token_ttl: int = Field(default=900, description="seconds an access token lives")
     refresh_token_ttl: int = Field(default=30 * 86400, description="seconds a refresh token lives")
