@@ -48,6 +48,7 @@ __all__ = [
     "PayUnavailable",
     "WeChatPay",
     "get_wechatpay",
+    "pay_config",
 ]
 
 log = logging.getLogger("haodian.wechatpay")
