@@ -30,6 +30,7 @@ DOMAIN_ROUTES: list[str] = [
     "coupons",
     "orders",
     "payments",
+    "flashsale",
 ]
 
 _SANIC_CODES = {

@@ -87,6 +87,17 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO")
     access_token_ttl: int = Field(default=900, description="seconds an access token lives")
     refresh_token_ttl: int = Field(default=30 * 86400, description="seconds a refresh token lives")
+    flashsale_member_rps: int = Field(default=5, description="flash-sale grabs/s per member")
+    flashsale_ip_rps: int = Field(default=5000, description="flash-sale grabs/s per address")
+    flashsale_claim_idle_ms: int = Field(
+        default=30000, description="stream entries idle this long are claimed from dead consumers"
+    )
+    flashsale_bench_routes: bool = Field(
+        default=False, description="mount the PostgreSQL-only baseline grab (bench only)"
+    )
+    worker_name: str | None = Field(
+        default=None, description="stream consumer name of this worker; default: host name"
+    )
     write_off_revoke_minutes: int = Field(
         default=10, description="minutes a store manager has to revoke a coupon write-off"
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-BENCH_MODULES: list[str] = []
+BENCH_MODULES: list[str] = ["server.flashsale.bench"]
 
 
 def modules() -> list[Any]:

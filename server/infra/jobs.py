@@ -24,6 +24,7 @@ log = logging.getLogger("haodian.worker")
 JOB_MODULES: list[str] = [
     "server.coupons.jobs",
     "server.payments.jobs",
+    "server.flashsale.jobs",
 ]
 QUEUE = "haodian:jobs"
 

@@ -1,0 +1,1 @@
+"""Flash sales (秒杀): Redis Lua inventory, stream-fed order materialisation, re-warm."""

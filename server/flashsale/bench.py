@@ -1,0 +1,491 @@
+"""`haodian bench flashsale`: the grab against a plain JSON endpoint and a PostgreSQL-only
+baseline, on the same running server, in one run.
+
+With no arguments it prepares everything itself: a bench database on the configured
+PostgreSQL (HAODIAN_DATABASE_URL, else postgres://haodian:haodian@127.0.0.1:5432/
+haodian_bench, created if missing), a free logical database on the configured Redis
+(HAODIAN_REDIS_URL, else redis://127.0.0.1:6379/<free db>), members and their tokens,
+three sales, and `haodian serve --workers 2` with the bench-only baseline route. Load
+comes from wrk (Debian package `wrk`), a separate process, at 64 connections; the Redis
+ceiling from `redis-benchmark` running EVALSHA of the same grab script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+NAME = "flashsale"
+HELP = "flash-sale grab vs plain JSON vs a PostgreSQL-only grab (wrk, 64 connections)"
+
+PG_DEFAULT = "postgres://haodian:haodian@127.0.0.1:5432"
+REDIS_DEFAULT = "redis://127.0.0.1:6379"
+SECRET = "bench-secret-key-not-for-production-0123456789"
+
+WRK_LUA = r"""
+local tokens = {}
+local path, body = nil, nil
+n = 0
+tid = 0
+counts = {}
+init = function(args)
+  path = args[1]
+  body = args[3] or ''
+  for line in io.lines(args[2]) do tokens[#tokens + 1] = line end
+end
+setup = function(thread)
+  threads = threads or {}
+  threads[#threads + 1] = thread
+  thread:set("tid", #threads)
+end
+request = function()
+  n = n + 1
+  local t = tokens[(n * 7919 + tid * 104729) % #tokens + 1]
+  return wrk.format("POST", path, {
+    ["Authorization"] = "Bearer " .. t,
+    ["Idempotency-Key"] = tid .. "-" .. n,
+    ["Content-Type"] = "application/json",
+  }, body)
+end
+response = function(status, headers, b)
+  counts[status] = (counts[status] or 0) + 1
+end
+done = function(summary, latency, requests)
+  local agg = {}
+  for _, t in ipairs(threads) do
+    local c = t:get("counts")
+    for k, v in pairs(c) do agg[k] = (agg[k] or 0) + v end
+  end
+  for k, v in pairs(agg) do io.write(string.format("STATUS %d %d\n", k, v)) end
+  io.write(string.format("LAT %f %f\n", latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000))
+  io.write(string.format("TOTAL %d %f\n", summary.requests, summary.duration / 1e6))
+end
+"""
+
+WRK_GET_LUA = r"""
+local threads = {}
+setup = function(thread) threads[#threads + 1] = thread end
+done = function(summary, latency, requests)
+  io.write(string.format("STATUS 200 %d\n", summary.requests - summary.errors.status))
+  io.write(string.format("LAT %f %f\n", latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000))
+  io.write(string.format("TOTAL %d %f\n", summary.requests, summary.duration / 1e6))
+end
+"""
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    p.add_argument("--workers", type=int, default=2, help="server worker processes")
+    p.add_argument("--members", type=int, default=5000, help="distinct members (tokens)")
+    p.add_argument("--keep", action="store_true", help="keep the server running at the end")
+
+
+def _need(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise SystemExit(
+            f"`{tool}` is not installed; install it with: apt-get install -y {package}"
+            " (as root), then run the bench again"
+        )
+    return path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _pg_url() -> str:
+    import asyncpg
+
+    url = os.environ.get("HAODIAN_DATABASE_URL")
+    if url:
+        return url
+    name = "haodian_bench"
+    conn = await asyncpg.connect(f"{PG_DEFAULT}/postgres")
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return f"{PG_DEFAULT}/{name}"
+
+
+def _redis_url() -> tuple[str, Any]:
+    """The configured Redis, or a free logical database claimed like the test runs do."""
+    import redis as sync_redis
+
+    url = os.environ.get("HAODIAN_REDIS_URL")
+    if url:
+        return url, None
+    control = sync_redis.Redis.from_url(f"{REDIS_DEFAULT}/0")
+    token = f"bench-{os.getpid()}-{uuid.uuid4().hex}"
+    for index in range(15, 0, -1):
+        if control.set(f"haodian:test-claim:{index}", token, nx=True, ex=3600):
+            url = f"{REDIS_DEFAULT}/{index}"
+            sync_redis.Redis.from_url(url).flushdb()
+
+            def release(url: str = url, index: int = index) -> None:
+                sync_redis.Redis.from_url(url).flushdb()
+                if control.get(f"haodian:test-claim:{index}") == token.encode():
+                    control.delete(f"haodian:test-claim:{index}")
+
+            return url, release
+    raise SystemExit("no free Redis logical database (1-15) for the bench")
+
+
+async def _prepare(env: dict[str, str], members: int, workdir: Path) -> dict[str, Any]:
+    from tortoise.transactions import in_transaction
+
+    from server.catalog.models import Category, Product, Sku
+    from server.flashsale import service
+    from server.flashsale.models import BaselineStock
+    from server.identity.models import Member
+    from server.infra import db
+    from server.infra.auth import encode_access
+    from server.infra.redis import Scripts, make_client
+    from server.settings import Settings
+
+    settings = Settings(
+        database_url=env["HAODIAN_DATABASE_URL"],
+        redis_url=env["HAODIAN_REDIS_URL"],
+        secret_key=SECRET,
+        demo=False,
+        access_token_ttl=3600,
+    )
+    await db.migrate(settings)
+    await db.init_db(settings)
+    redis = make_client(settings.redis_url or "")
+    scripts = Scripts(redis)
+    try:
+        cat = await Category.create(name=f"bench-{uuid.uuid4().hex[:8]}")
+        product = await Product.create(category=cat, name="Bench snack box")
+        sku = await Sku.create(product=product, name="500 g", price_fen=3990)
+        async with in_transaction() as conn:
+            first = await Member.create(nickname="bench-0", using_db=conn)
+            await Member.bulk_create(
+                [Member(nickname=f"bench-{i}") for i in range(1, members)], using_db=conn
+            )
+        ids = list(
+            await Member.filter(id__gte=first.id).order_by("id").values_list("id", flat=True)
+        )[:members]
+        tokens = workdir / "tokens.txt"
+        tokens.write_text("\n".join(encode_access(settings, "member", i) for i in ids) + "\n")
+        now = datetime.now(UTC)
+        common = dict(
+            sku_id=sku.id,
+            price_fen=990,
+            starts_at=now - timedelta(seconds=1),
+            ends_at=now + timedelta(hours=2),
+        )
+        big = await service.create_sale(
+            redis, scripts, units=5_000_000, per_member_limit=1000, **common
+        )
+        small = await service.create_sale(redis, scripts, units=100, per_member_limit=1, **common)
+        ceiling = await service.create_sale(
+            redis, scripts, units=50_000_000, per_member_limit=1000, **common
+        )
+        base = await service.create_sale(
+            redis, scripts, units=5_000_000, per_member_limit=1000, **common
+        )
+        await BaselineStock.create(sale_id=base.id, stock=base.units)
+        return {
+            "tokens": str(tokens),
+            "big": big.id,
+            "small": small.id,
+            "ceiling": ceiling.id,
+            "base": base.id,
+            "units": {big.id: big.units, small.id: small.units},
+            "limits": {big.id: big.per_member_limit, small.id: small.per_member_limit},
+        }
+    finally:
+        await redis.aclose()
+        await db.close_db()
+
+
+def _wrk(args: argparse.Namespace, url: str, lua: Path, *extra: str) -> dict[str, Any]:
+    cmd = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--latency",
+        "-s",
+        str(lua),
+        url,
+    ]
+    if extra:
+        cmd += ["--", *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    statuses = {int(a): int(b) for a, b in re.findall(r"^STATUS (\d+) (\d+)$", out, re.M)}
+    p50, p99 = (float(x) for x in re.search(r"^LAT (\S+) (\S+)$", out, re.M).groups())  # type: ignore[union-attr]
+    total, secs = re.search(r"^TOTAL (\d+) (\S+)$", out, re.M).groups()  # type: ignore[union-attr]
+    secs_f = float(secs)
+    return {
+        "rps": int(total) / secs_f,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "statuses": statuses,
+        "seconds": secs_f,
+    }
+
+
+def _redis_benchmark(redis_url: str, sale_id: int, n: int = 200_000) -> float:
+    import redis as sync_redis
+    from redis.connection import parse_url
+
+    from server.flashsale import service
+
+    kw = parse_url(redis_url)
+    client = sync_redis.Redis.from_url(redis_url)
+    sha = client.script_load(service.GRAB.read_text())
+    k = service.sale_keys(sale_id)
+    tag = f"fs:{{{sale_id}}}"
+    cmd = [
+        "redis-benchmark",
+        "-h",
+        kw.get("host", "127.0.0.1"),
+        "-p",
+        str(kw.get("port", 6379)),
+        "--dbnum",
+        str(kw.get("db", 0)),
+        "-n",
+        str(n),
+        "-c",
+        "64",
+        "-r",
+        "1000000",
+        "-q",
+    ]
+    if kw.get("password"):
+        cmd += ["-a", kw["password"]]
+    cmd += [
+        "EVALSHA",
+        sha,
+        "7",
+        k["meta"],
+        k["stock"],
+        k["buyers"],
+        k["reqs"],
+        k["stream"],
+        f"{tag}:rl:m:__rand_int__",
+        f"{tag}:rl:ip:127.0.0.1",
+        "__rand_int__",
+        "__rand_int__",
+        "1",
+        "bench__rand_int__",
+        "",
+        "1000000000",
+        "1000000000",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"([\d.]+) requests per second", out)
+    return float(m.group(1)) if m else float("nan")
+
+
+async def _check(env: dict[str, str], info: dict[str, Any]) -> dict[str, Any]:
+    """Correctness counters from Redis: units taken vs units offered, limits held."""
+    from server.flashsale import service
+    from server.infra.redis import make_client
+
+    redis = make_client(env["HAODIAN_REDIS_URL"])
+    try:
+        oversold = 0
+        over_limit = 0
+        taken = {}
+        for sale_id, units in info["units"].items():
+            k = service.sale_keys(sale_id)
+            left = int(await redis.get(k["stock"]))
+            stream = await redis.xlen(k["stream"])
+            took = units - left
+            taken[sale_id] = took
+            oversold += max(0, took - units) + max(0, -left) + abs(stream - took)
+            limit = info["limits"][sale_id]
+            buyers = await redis.hgetall(k["buyers"])
+            over_limit += sum(1 for v in buyers.values() if int(v) > limit)
+        return {"oversold": oversold, "over_limit": over_limit, "taken": taken}
+    finally:
+        await redis.aclose()
+
+
+def run(args: argparse.Namespace) -> int:
+    from server.bench import print_report
+
+    _need("wrk", "wrk")
+    _need("redis-benchmark", "redis-tools")
+    workdir = Path(tempfile.mkdtemp(prefix="haodian-bench-"))
+    redis_url, release_redis = _redis_url()
+    server = None
+    try:
+        env = {
+            "HAODIAN_DATABASE_URL": asyncio.run(_pg_url()),
+            "HAODIAN_REDIS_URL": redis_url,
+            "HAODIAN_SECRET_KEY": SECRET,
+            "HAODIAN_DEMO": "0",
+            "HAODIAN_SANDBOX": "0",
+            "HAODIAN_EMBEDDED_WORKER": "0",
+            "HAODIAN_LOG_LEVEL": "WARNING",
+            "HAODIAN_DATA_DIR": str(workdir / "data"),
+            "HAODIAN_FLASHSALE_BENCH_ROUTES": "1",
+            # The bench sends every grab from one address and reuses members: lift the
+            # per-member and per-address rate limits (the grab still runs both checks).
+            "HAODIAN_FLASHSALE_MEMBER_RPS": "1000000000",
+            "HAODIAN_FLASHSALE_IP_RPS": "1000000000",
+        }
+        print(
+            f"preparing: database {env['HAODIAN_DATABASE_URL'].split('@')[-1]}, "
+            f"redis {redis_url}, {args.members} members",
+            flush=True,
+        )
+        info = asyncio.run(_prepare(env, args.members, workdir))
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")}
+        full_env.update(env)
+        log = open(workdir / "server.log", "wb")
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "serve",
+                "--workers",
+                str(args.workers),
+                "--port",
+                str(port),
+            ],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _wait_ready(base, server, workdir / "server.log")
+        grab_lua = workdir / "grab.lua"
+        grab_lua.write_text(WRK_LUA)
+        get_lua = workdir / "get.lua"
+        get_lua.write_text(WRK_GET_LUA)
+        tokens = info["tokens"]
+        body = '{"quantity":1}'
+        print(
+            f"measuring: wrk -t{args.threads} -c{args.connections} -d{args.duration}s each",
+            flush=True,
+        )
+        # Warm-up: both workers connect and cache what they cache.
+        subprocess.run(["wrk", "-t2", "-c16", "-d2s", f"{base}/healthz"], capture_output=True)
+        subprocess.run(
+            [
+                "wrk",
+                "-t2",
+                "-c16",
+                "-d2s",
+                "-s",
+                str(grab_lua),
+                f"{base}/api/v1/flash-sales/{info['ceiling']}/orders",
+                "--",
+                f"/api/v1/flash-sales/{info['ceiling']}/orders",
+                tokens,
+                body,
+            ],
+            capture_output=True,
+        )
+        json_r = _wrk(args, f"{base}/healthz", get_lua)
+        grab_path = f"/api/v1/flash-sales/{info['big']}/orders"
+        grab_r = _wrk(args, base + grab_path, grab_lua, grab_path, tokens, body)
+        sold_path = f"/api/v1/flash-sales/{info['small']}/orders"
+        sold_r = _wrk(args, base + sold_path, grab_lua, sold_path, tokens, body)
+        pg_path = f"/api/v1/_bench/flash-sales/{info['base']}/pg-orders"
+        pg_r = _wrk(args, base + pg_path, grab_lua, pg_path, tokens, body)
+        server_stop(server)
+        server = None
+        evalsha = _redis_benchmark(redis_url, info["ceiling"])
+        checks = asyncio.run(_check(env, info))
+    finally:
+        if server is not None and not args.keep:
+            server_stop(server)
+        if release_redis is not None and not args.keep:
+            release_redis()
+
+    def row(name: str, r: dict[str, Any], ok: int) -> dict[str, Any]:
+        return {
+            "endpoint": name,
+            "req_per_s": round(r["rps"]),
+            "ok_per_s": round(r["statuses"].get(ok, 0) / r["seconds"]),
+            "p50_ms": round(r["p50_ms"], 2),
+            "p99_ms": round(r["p99_ms"], 2),
+            "statuses": " ".join(f"{k}:{v}" for k, v in sorted(r["statuses"].items())),
+        }
+
+    rows = [
+        row("(a) plain JSON GET /healthz", json_r, 200),
+        row("(b) grab, success path", grab_r, 202),
+        row("(c) grab, sold-out path (100 units)", sold_r, 409),
+        row("(d) PostgreSQL-only grab", pg_r, 202),
+    ]
+    grab_ok = grab_r["statuses"].get(202, 0) / grab_r["seconds"]
+    pg_ok = pg_r["statuses"].get(202, 0) / pg_r["seconds"]
+    successes = sold_r["statuses"].get(202, 0)
+    summary = {
+        "json_rps": round(json_r["rps"]),
+        "grab_rps": round(grab_ok),
+        "soldout_rps": round(sold_r["rps"]),
+        "pg_baseline_rps": round(pg_ok),
+        "evalsha_ops": round(evalsha),
+        "grab_vs_json": round(grab_ok / json_r["rps"], 3),
+        "grab_vs_pg": round(grab_ok / pg_ok, 1) if pg_ok else None,
+        "oversold": checks["oversold"],
+        "over_limit": checks["over_limit"],
+        "successes": successes,
+        "units": info["units"][info["small"]],
+        "grab_p50_ms": round(grab_r["p50_ms"], 2),
+        "grab_p99_ms": round(grab_r["p99_ms"], 2),
+        "connections": args.connections,
+        "workers": args.workers,
+        "duration_s": args.duration,
+    }
+    print_report("haodian bench flashsale", rows, summary)
+    return 0 if checks["oversold"] == 0 and successes <= summary["units"] else 1
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    import httpx
+
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the server did not become ready in 60 s")
+
+
+def server_stop(proc: subprocess.Popen[bytes]) -> None:
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

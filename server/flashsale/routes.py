@@ -1,0 +1,231 @@
+"""Flash-sale routes: operators create and list sales; shoppers list them and grab.
+
+The grab is the hot path and is written for it: no pydantic, no ORM, no database, one
+Redis round trip for the grab script (plus the token-revocation GET, auto-pipelined
+with other requests' commands on the same connection). A verified token's claims are
+cached per worker until the token expires; revocation is still checked on every grab.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jwt
+import orjson
+from sanic import Blueprint, HTTPResponse, Request
+from sanic_ext import openapi
+
+from server.flashsale import service
+from server.flashsale.models import FlashReservation, FlashSale
+from server.flashsale.schemas import GrabIn, GrabOut, SaleIn, SaleList, SaleOut
+from server.infra import auth
+from server.infra.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+from server.infra.http import body, respond, returns
+
+bp = Blueprint("flashsale", url_prefix="/api/v1")
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def _out(sale: FlashSale, left: int) -> dict[str, Any]:
+    return {
+        "id": sale.id,
+        "sku_id": sale.sku_id,  # type: ignore[attr-defined]
+        "title": sale.title,
+        "store_ids": sale.store_ids,
+        "price_fen": sale.price_fen,
+        "units": sale.units,
+        "per_member_limit": sale.per_member_limit,
+        "starts_at": sale.starts_at.astimezone(SHANGHAI).isoformat(),
+        "ends_at": sale.ends_at.astimezone(SHANGHAI).isoformat(),
+        "member_tiers": sale.member_tiers,
+        "remaining": left,
+        "status": service.status_of(sale, left),
+    }
+
+
+# -- operators -----------------------------------------------------------------------------------
+
+
+@bp.post("/admin/flash-sales")
+@auth.authenticated("operator", roles=["admin", "marketing"])
+@body(SaleIn)
+@returns(SaleOut, status=201)
+async def create_sale(request: Request, payload: SaleIn) -> HTTPResponse:
+    """Create a flash sale; its stock is loaded into Redis at once."""
+    app = request.app
+    sale = await service.create_sale(
+        app.ctx.redis,
+        app.ctx.scripts,
+        operator_id=request.ctx.principal.subject,
+        **payload.model_dump(),
+    )
+    return respond(_out(sale, sale.units), status=201)
+
+
+@bp.get("/admin/flash-sales")
+@auth.authenticated("operator")
+@returns(SaleList)
+async def admin_list(request: Request) -> HTTPResponse:
+    """Every sale, newest first, with units left and orders materialised."""
+    app = request.app
+    items = []
+    for sale in await service.all_sales():
+        item = _out(sale, await service.remaining(app.ctx.redis, app.ctx.scripts, sale))
+        item["reservations"] = await FlashReservation.filter(sale_id=sale.id).count()
+        items.append(item)
+    return respond({"items": items})
+
+
+# -- shoppers ------------------------------------------------------------------------------------
+
+
+@bp.get("/flash-sales")
+@returns(SaleList)
+async def list_sales(request: Request) -> HTTPResponse:
+    """Upcoming and live sales with units left."""
+    app = request.app
+    pairs = await service.list_sales(app.ctx.redis, app.ctx.scripts)
+    return respond({"items": [_out(s, left) for s, left in pairs]})
+
+
+@bp.get("/flash-sales/<sale_id:int>")
+@returns(SaleOut)
+async def get_sale(request: Request, sale_id: int) -> HTTPResponse:
+    app = request.app
+    sale = await service.get_sale(sale_id)
+    return respond(_out(sale, await service.remaining(app.ctx.redis, app.ctx.scripts, sale)))
+
+
+# Verified member tokens, per worker: token -> (member id, exp, iat, jti key, tier claim).
+_tokens: dict[str, tuple[int, float, float, str, str | None]] = {}
+_TOKENS_MAX = 100_000
+_jti_key = getattr(auth, "_jti_key", None)
+
+
+def _claims(request: Request, token: str) -> tuple[int, float, str, str | None]:
+    """(member id, iat, per-token revocation key, tier) of a valid member token."""
+    now = time.time()
+    hit = _tokens.get(token)
+    if hit is None or hit[1] <= now:
+        try:
+            claims = jwt.decode(
+                token,
+                request.app.ctx.settings.secret,
+                algorithms=["HS256"],
+                audience="member",
+                issuer=auth.ISSUER,
+                options={"require": ["exp", "iat", "sub", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the token has expired; refresh it", code="TOKEN_EXPIRED") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized(
+                "this token is not for this API", code="TOKEN_WRONG_AUDIENCE"
+            ) from None
+        except jwt.PyJWTError:
+            raise Unauthorized("the token is invalid", code="TOKEN_INVALID") from None
+        if len(_tokens) >= _TOKENS_MAX:
+            _tokens.clear()
+        jti = str(claims.get("jti", ""))
+        hit = (
+            int(claims["sub"]),
+            float(claims["exp"]),
+            float(claims["iat"]),
+            _jti_key(jti) if _jti_key else f"auth:revoked-jti:{jti}",
+            claims.get("tier"),
+        )
+        _tokens[token] = hit
+    return hit[0], hit[2], hit[3], hit[4]
+
+
+@bp.post("/flash-sales/<sale_id:int>/orders")
+@openapi.secured("BearerAuth")
+@openapi.parameter("Idempotency-Key", str, location="header", required=True)
+@openapi.body({"application/json": GrabIn})
+@returns(GrabOut, status=202)
+async def grab(request: Request, sale_id: int) -> HTTPResponse:
+    """Take units of a live sale. 202 with the order number (the order appears as pending
+    payment within moments); 409 SOLD_OUT / LIMIT_REACHED / NOT_STARTED / ENDED; 429 when
+    the member or the address sends too many. A repeated Idempotency-Key gets the first
+    answer and takes nothing more."""
+    app = request.app
+    scripts = app.ctx.scripts
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() != "bearer " or len(header) < 8:
+        raise Unauthorized("sign in first: Authorization: Bearer <token>", code="UNAUTHORIZED")
+    member_id, iat, jti_key, tier = _claims(request, header[7:].strip())
+    # The same revocation checks as infra.auth.verify_access, through the auto-pipeline.
+    revoked_before, jti_revoked = await scripts.execute(
+        "MGET", auth._revoked_key("member", member_id), jti_key
+    )
+    if (revoked_before is not None and iat <= float(revoked_before)) or jti_revoked is not None:
+        raise Unauthorized("the token was revoked", code="TOKEN_REVOKED")
+
+    key = request.headers.get("idempotency-key", "")
+    if not 0 < len(key) <= 128:
+        raise BadRequest(
+            "send an Idempotency-Key header (1-128 characters)", code="IDEMPOTENCY_KEY_REQUIRED"
+        )
+    quantity = 1
+    if request.body:
+        try:
+            data = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            raise BadRequest("request body is not valid JSON", code="MALFORMED_JSON") from None
+        if not isinstance(data, dict):
+            raise BadRequest("request body must be a JSON object", code="MALFORMED_JSON")
+        quantity = data.get("quantity", 1)
+        if type(quantity) is not int or not 1 <= quantity <= 100:
+            raise ValidationFailed(
+                "invalid body: quantity: must be a whole number from 1 to 100",
+                details=[{"field": "quantity", "message": "a whole number from 1 to 100"}],
+            )
+    settings = app.ctx.settings
+    got = await service.grab(
+        app.ctx.redis,
+        scripts,
+        sale_id=sale_id,
+        member_id=member_id,
+        idem_key=key,
+        quantity=quantity,
+        ip=request.remote_addr or request.ip,
+        member_rps=settings.flashsale_member_rps,
+        ip_rps=settings.flashsale_ip_rps,
+        tier=tier,
+    )
+    return HTTPResponse(
+        orjson.dumps(
+            {
+                "order_no": got.order_no,
+                "sale_id": sale_id,
+                "quantity": got.quantity,
+                "status": "reserved",
+                "replayed": got.replayed,
+            }
+        ),
+        status=202,
+        content_type="application/json",
+    )
+
+
+# -- bench only ------------------------------------------------------------------------------------
+
+
+@bp.post("/_bench/flash-sales/<sale_id:int>/pg-orders")
+@openapi.exclude()
+async def pg_baseline_grab(request: Request, sale_id: int) -> HTTPResponse:
+    """The PostgreSQL-only grab that `haodian bench flashsale` compares against: a
+    conditional UPDATE of one hot stock row, then the order, in one transaction. Mounted
+    only with HAODIAN_FLASHSALE_BENCH_ROUTES=1; a 404 otherwise."""
+    if not request.app.ctx.settings.flashsale_bench_routes:
+        raise NotFound(f"no such route: POST {request.path}")
+    header = request.headers.get("authorization", "")
+    member_id = _claims(request, header[7:].strip())[0]
+    order_no = await service.pg_baseline_grab(sale_id, member_id)
+    return HTTPResponse(
+        orjson.dumps({"order_no": order_no, "sale_id": sale_id, "quantity": 1}),
+        status=202,
+        content_type="application/json",
+    )
