@@ -452,7 +452,6 @@ async def test_coupon_on_unpaid_order_comes_back_when_the_order_times_out(
 ) -> None:
     from tortoise.transactions import in_transaction
 
-    store = await new_store()
     t = await make_template(
         api, op, name="¥20 off ¥100", kind="threshold", amount_off_fen=2000, threshold_fen=10000
     )
@@ -464,13 +463,12 @@ async def test_coupon_on_unpaid_order_comes_back_when_the_order_times_out(
         async with in_transaction() as conn:
             order_no = orders.new_order_no()
             lock = await cs.lock_coupons_for_order(
-                member.id, [c["id"]], lines, store.id, order_no, conn
+                member.id, [c["id"]], lines, None, order_no, conn
             )
             await orders.create_order(
                 kind=OrderKind.PICKUP,
                 member_id=member.id,
                 lines=lines,
-                store_id=store.id,
                 discount_fen=lock.discount_fen,
                 order_no=order_no,
                 connection=conn,
