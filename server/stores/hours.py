@@ -145,6 +145,11 @@ def normalize_hours(value: Any) -> dict[str, list[str]]:
                 days, rest = list(range(7)), clause
             else:
                 head, _, rest = clause.partition(" ")
+                if not rest.strip():
+                    raise ValueError(
+                        f"'{clause}' is not a time span like 08:00-22:00 "
+                        "(or days and spans like mon-fri 08:00-22:00)"
+                    )
                 days = _days(head)
             spans = _spans(rest)
             for d in days:
