@@ -677,3 +677,33 @@ async def test_demo_seed_is_idempotent_and_walks_claim_code_scan(
     digits = (await live_code(api, m, c["id"]))["digits"]
     r = await api.post("/api/v1/staff/write-offs", json={"code": digits}, headers=clerk)
     assert r.status_code == 201 and r.json()["write_off"]["value_text"] == "free 柠檬茶"
+
+
+async def test_member_merge_moves_coupons_and_the_limit_still_holds(
+    api: httpx.AsyncClient, op: dict[str, str], database: Settings, redis: Any
+) -> None:
+    from server.identity import service as identity
+
+    t = await make_template(api, op, name="Merge me", total=50, per_member_limit=3)
+    a, ha = await new_member(database)
+    b, hb = await new_member(database)
+    await claim(api, ha, t["id"])
+    await claim(api, ha, t["id"])
+    await claim(api, hb, t["id"])
+    campaign = await make_template(api, op, name="Merge campaign", total=10, in_center=False)
+    i = await cs.create_issuance(campaign["id"], [a.id, b.id], None)
+    await cs.run_issuance(Scripts(redis), i.id)
+
+    merged = await identity.merge_members(redis, database, a.id, b.id, f"u-{uuid.uuid4().hex}")
+    assert merged is not None
+    seqs = sorted(
+        await Coupon.filter(template_id=t["id"], member_id=b.id).values_list("claim_seq", flat=True)
+    )
+    assert seqs == [1, 2, 3]
+    assert await Coupon.filter(member_id=a.id).count() == 0
+    assert await Coupon.filter(template_id=campaign["id"], member_id=b.id).count() == 2
+    # Redis still counts one claim for b; the database says three: refused, and resynced.
+    r = await api.post(f"/api/v1/coupon-center/{t['id']}/claim", headers=hb)
+    assert r.status_code == 409 and error_code(r) == "LIMIT_REACHED"
+    assert int(await redis.hget(cs.keys(t["id"])[1], str(b.id))) == 3
+    assert (await CouponTemplate.get(id=t["id"])).remaining == 47

@@ -238,7 +238,12 @@ async def cached_template(template_id: int) -> CouponTemplate:
 
 
 async def claim(
-    scripts: Any, member_id: int, template_id: int, request_key: str = ""
+    scripts: Any,
+    member_id: int,
+    template_id: int,
+    request_key: str = "",
+    *,
+    _retried: bool = False,
 ) -> tuple[Coupon, CouponTemplate, bool]:
     """Claim one coupon from the centre. Returns (coupon, template, replayed).
 
@@ -294,8 +299,69 @@ async def claim(
         if again is not None and req:
             return again, t, True
         await _give_back(scripts, t.id, member_id, req, stock=True)
-        raise LimitReached("you already hold this coupon") from None
+        # Redis counted fewer claims than the database holds (e.g. coupons moved in by a member
+        # merge): set the count from the database, then decide once more.
+        held = await Coupon.filter(
+            template_id=t.id, member_id=member_id, claim_seq__not_isnull=True
+        ).count()
+        await scripts.client.hset(keys(t.id)[1], str(member_id), held)
+        if held >= t.per_member_limit or _retried:
+            raise LimitReached(
+                f"you already hold {held} of this coupon (limit {t.per_member_limit})"
+            ) from None
+        return await claim(scripts, member_id, template_id, request_key, _retried=True)
     return coupon, t, code == 2
+
+
+async def move_member_coupons(from_id: int, into_id: int, connection: Any) -> int:
+    """identity's merge mover: the merged member's coupons go to the surviving member.
+
+    Centre claims are renumbered after the survivor's own (the unique per (template, member,
+    n) must hold); a campaign coupon the survivor also got keeps its coupon but leaves the
+    campaign link (unique per (issuance, member)). Nobody loses a coupon in a merge."""
+    rows = await Coupon.filter(member_id=from_id).using_db(connection).order_by("claim_seq", "id")
+    for tid in sorted({r.template_id for r in rows if r.claim_seq is not None}):  # type: ignore[attr-defined]
+        seqs = await (
+            Coupon.filter(template_id=tid, member_id=into_id, claim_seq__not_isnull=True)
+            .using_db(connection)
+            .values_list("claim_seq", flat=True)
+        )
+        top = max(seqs, default=0)
+        for r in rows:
+            if r.template_id == tid and r.claim_seq is not None:  # type: ignore[attr-defined]
+                top += 1
+                await (
+                    Coupon.filter(id=r.id)
+                    .using_db(connection)
+                    .update(member_id=into_id, claim_seq=top)
+                )
+    for r in rows:
+        if r.claim_seq is not None:
+            continue
+        changes: dict[str, Any] = {"member_id": into_id}
+        if r.issuance_id is not None:  # type: ignore[attr-defined]
+            clash = (
+                await Coupon.filter(
+                    issuance_id=r.issuance_id,  # type: ignore[attr-defined]
+                    member_id=into_id,
+                )
+                .using_db(connection)
+                .exists()
+            )
+            if clash:
+                changes["issuance_id"] = None
+        await Coupon.filter(id=r.id).using_db(connection).update(**changes)
+    await WriteOff.filter(member_id=from_id).using_db(connection).update(member_id=into_id)
+    return len(rows)
+
+
+def _register_merge_mover() -> None:
+    from server.identity import service as identity
+
+    identity.register_member_owned(Coupon, "member", mover=move_member_coupons)
+
+
+_register_merge_mover()
 
 
 async def center(scripts: Any, member_id: int) -> list[dict[str, Any]]:
