@@ -504,7 +504,8 @@ async def update_profile(
         member.birthday = changes["birthday"]
     if changes.get("gender") is not None:
         member.gender = Gender(changes["gender"])
-    await member.save()
+    # Only the profile columns: points and the rest may be changing under us.
+    await member.save(update_fields=["nickname", "avatar_url", "birthday", "gender", "updated_at"])
     return member
 
 
