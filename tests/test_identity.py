@@ -557,3 +557,32 @@ async def test_session_key_and_raw_phone_appear_in_no_response_and_no_log(
         assert secret not in logs
     ident = await WeChatIdentity.get(openid=user["openid"])
     assert session_keys[1] not in ident.session_key_sealed
+
+
+async def test_demo_seed_adds_the_operator_and_a_clerk_once(
+    api: httpx.AsyncClient, database: Settings, redis: Any
+) -> None:
+    from server.identity import seed
+    from server.identity.models import Operator, Staff, StaffStore
+    from server.stores.models import Store
+
+    store, _ = await Store.get_or_create(
+        code=seed.DEMO_STORE_CODES[0],
+        defaults={"name": "demo", "city": "上海", "lat": 31.2, "lng": 121.4},
+    )
+    for _ in range(2):
+        await seed.seed(database, redis, lambda n: None)
+    assert await Operator.filter(username="admin").count() == 1
+    clerk = await Staff.get(username=seed.DEMO_CLERK[0])
+    links = await StaffStore.filter(staff_id=clerk.id).values_list("store_id", flat=True)
+    assert len(links) == 1  # (another test's seeding may have bound it to its own store)
+    r = await api.post(
+        "/api/v1/staff/auth/login",
+        json={"username": seed.DEMO_CLERK[0], "password": seed.DEMO_CLERK[1]},
+    )
+    assert r.status_code == 200, r.text
+    me = (await api.get("/api/v1/staff/me", headers=bearer(r.json()["token"]))).json()
+    assert [s["id"] for s in me["stores"]] == list(links)
+    assert store.id in await Store.filter(code__in=seed.DEMO_STORE_CODES).values_list(
+        "id", flat=True
+    )
