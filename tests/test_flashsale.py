@@ -257,6 +257,15 @@ async def _eventually(probe: Any, within: float = 20) -> Any:
     return value
 
 
+async def _all_drained(redis: aioredis.Redis) -> bool:
+    """Every sale stream's consumer group has read and acknowledged everything."""
+    async for key in redis.scan_iter(match="fs:*:stream"):
+        groups = await redis.xinfo_groups(key)
+        if not groups or any(g["pending"] or g.get("lag") for g in groups):
+            return False
+    return True
+
+
 async def _stock(redis: aioredis.Redis, sale_id: int) -> int | None:
     v = await redis.get(service.sale_keys(sale_id)["stock"])
     return None if v is None else int(v)
@@ -437,6 +446,12 @@ async def test_worker_killed_between_insert_and_ack(
     """The worker dies (like kill -9) right after committing an order, before XACK. On
     restart it re-reads its own pending entries, and another consumer claims what a dead
     one left (XAUTOCLAIM): still exactly one order per reservation."""
+    # Earlier tests left reservations in other sales' streams: drain them first, so the
+    # crashing worker's first insert is one of ours.
+    pre = workers("crash-pre")
+    assert await _eventually(lambda: _all_drained(redis), within=60), pre.logs()[-3000:]
+    pre.stop()
+
     sale = await _create_sale(api, env, units=20, limit=1)
     members = await _members(settings, 6)
     answers = [await _grab(api, sale["id"], tok, f"c{mid}") for mid, tok in members[:3]]

@@ -203,12 +203,11 @@ async def grab(
         f"{tag}:rl:m:{member_id}",
         f"{tag}:rl:ip:{ip}",
     ]
-    order_no = new_order_no()
-    args = [member_id, idem_key, quantity, order_no, tier or "", member_rps, ip_rps]
+    args = [member_id, idem_key, quantity, f"FS{sale_id}-", tier or "", member_rps, ip_rps]
     for _ in range(3):
         res = await scripts.fast(GRAB, keys, args)
-        if res == b"OK":
-            return Grabbed(order_no, quantity, False)
+        if res[:3] == b"OK|":
+            return Grabbed(res[3:].decode(), quantity, False)
         if res[:2] == b"R|":
             _, prev_no, prev_qty = res.decode().split("|")
             if int(prev_qty) != quantity:

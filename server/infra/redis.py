@@ -73,14 +73,18 @@ class Scripts:
     def __init__(self, client: Any) -> None:
         self.client = client
         self._cache: dict[Path, AsyncScript] = {}
+        self._by_arg: dict[Path | str, AsyncScript] = {}
         self._pipe: _AutoPipeline | None = None
 
     def get(self, path: Path | str) -> AsyncScript:
-        p = Path(path).resolve()
-        script = self._cache.get(p)
+        script = self._by_arg.get(path)  # hot path: no filesystem call per request
         if script is None:
-            script = self.client.register_script(p.read_text())
-            self._cache[p] = script
+            p = Path(path).resolve()
+            script = self._cache.get(p)
+            if script is None:
+                script = self.client.register_script(p.read_text())
+                self._cache[p] = script
+            self._by_arg[path] = script
         return script
 
     async def run(self, path: Path | str, keys: list[str], args: list[Any]) -> Any:

@@ -2,9 +2,11 @@
 -- KEYS: 1 meta (hash), 2 stock (int), 3 buyers (hash member -> units), 4 reqs (hash
 --       member:key -> "order_no|qty"), 5 stream (reservations), 6 member rate counter,
 --       7 address rate counter.  All share the hash tag fs:{id}.
--- ARGV: 1 member id, 2 idempotency key, 3 quantity, 4 new order number, 5 member tier,
---       6 member grabs/s, 7 address grabs/s
--- Returns "OK", "R|<order_no>|<qty>" (replay), or an error word.
+-- ARGV: 1 member id, 2 idempotency key, 3 quantity, 4 order number prefix ("FS<id>-"),
+--       5 member tier, 6 member grabs/s, 7 address grabs/s
+-- Returns "OK|<order_no>", "R|<order_no>|<qty>" (replay), or an error word.
+-- Order numbers are the prefix and a per-sale sequence (meta.seq, started from the clock
+-- in microseconds at every warm, so numbers never repeat after Redis lost its data).
 local member = ARGV[1]
 local rfield = member .. ':' .. ARGV[2]
 local prev = redis.call('HGET', KEYS[4], rfield)
@@ -38,8 +40,9 @@ if stock <= 0 then return 'SOLD_OUT' end
 if stock < qty then return 'NOT_ENOUGH' end
 local had = tonumber(redis.call('HGET', KEYS[3], member) or '0')
 if had + qty > tonumber(meta[4]) then return 'LIMIT_REACHED' end
+local order_no = ARGV[4] .. string.format('%.0f', redis.call('HINCRBY', KEYS[1], 'seq', 1))
 redis.call('DECRBY', KEYS[2], qty)
 redis.call('HSET', KEYS[3], member, had + qty)
-redis.call('HSET', KEYS[4], rfield, ARGV[4] .. '|' .. qty)
-redis.call('XADD', KEYS[5], '*', 'o', ARGV[4], 'm', member, 'q', qty, 'k', ARGV[2])
-return 'OK'
+redis.call('HSET', KEYS[4], rfield, order_no .. '|' .. qty)
+redis.call('XADD', KEYS[5], '*', 'o', order_no, 'm', member, 'q', qty, 'k', ARGV[2])
+return 'OK|' .. order_no

@@ -8,6 +8,12 @@
 redis.call('HSET', KEYS[1], 'start', ARGV[1], 'end', ARGV[2], 'state', ARGV[3],
   'limit', ARGV[4], 'tiers', ARGV[5])
 local ttl = tonumber(ARGV[7])
+if redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
+  -- order numbers continue from the clock (microseconds): above any number handed out
+  -- before the data was lost, unless over a million grabs a second were taken since
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'seq', t[1] .. string.format('%06d', tonumber(t[2])))
+end
 redis.call('PEXPIRE', KEYS[1], ttl)
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('DEL', KEYS[3], KEYS[5])
