@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -266,3 +267,30 @@ async def test_a_lost_index_is_rebuilt(
     assert "indexed" in out.stdout
     assert await redis.exists(index.BUILT_KEY)
     assert await redis.geopos(index.GEO_KEY, str(s["id"])) != [None]
+
+
+async def test_bench_locator_prints_the_geo_vs_sql_ratio(
+    env: dict[str, str], redis: aioredis.Redis, pg_url: str
+) -> None:
+    """A small run of `haodian bench locator` on the test PostgreSQL and Redis: it measures
+    both sides, agrees with SQL on the answers, and cleans up after itself."""
+    import json
+
+    out = _cli(
+        env, "bench", "locator", "--sizes", "300,3000", "--seconds", "0.3", "--concurrency", "2"
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["database"] == "postgresql"
+    for n in (300, 3000):
+        assert summary[f"geo_vs_sql_scan_qps_ratio_{n}"] > 0
+        assert summary[f"geo_sql_same_top20_{n}"] >= 0.9
+        assert summary[f"stores_{n}"]["redis_geo"]["p99_ms"] > 0
+    assert "sql_scan" in out.stdout and "redis_geo" in out.stdout
+    assert not await redis.keys("bench:{locator}:*")
+    conn = await asyncpg.connect(pg_url)
+    try:
+        left = await conn.fetch("SELECT tablename FROM pg_tables WHERE tablename LIKE 'bench_%'")
+    finally:
+        await conn.close()
+    assert left == []

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-BENCH_MODULES: list[str] = ["server.flashsale.bench"]
+BENCH_MODULES: list[str] = ["server.flashsale.bench", "server.stores.bench"]
 
 
 def modules() -> list[Any]:
