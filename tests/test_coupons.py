@@ -707,3 +707,15 @@ async def test_member_merge_moves_coupons_and_the_limit_still_holds(
     assert r.status_code == 409 and error_code(r) == "LIMIT_REACHED"
     assert int(await redis.hget(cs.keys(t["id"])[1], str(b.id))) == 3
     assert (await CouponTemplate.get(id=t["id"])).remaining == 47
+
+
+async def test_a_clerk_cannot_guess_typed_digits_at_speed(
+    api: httpx.AsyncClient, database: Settings
+) -> None:
+    store = await new_store()
+    _, clerk = await new_staff(database, [store])
+    codes = []
+    for n in range(61):
+        r = await api.post("/api/v1/staff/write-offs", json={"code": f"{n:012d}"}, headers=clerk)
+        codes.append(r.status_code)
+    assert codes[:60] == [400] * 60 and codes[60] == 429

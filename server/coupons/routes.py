@@ -19,6 +19,7 @@ SCAN_PAGE = Path(__file__).parent / "static" / "scan.html"
 
 CLAIM_RULE = "20/second"  # per member: a tap-happy shopper, not a script
 CODE_RULE = "30/minute"  # per member: the page refreshes its code every ~45 s
+WRITE_OFF_RULE = "60/minute"  # per clerk: a busy till, but no guessing of typed digits
 
 
 def _revoke_minutes(request: Request) -> int:
@@ -158,6 +159,8 @@ async def coupon_code(request: Request, coupon_id: int) -> HTTPResponse:
 @returns(s.WriteOffOut, 201)
 async def write_off(request: Request, payload: s.WriteOffIn) -> HTTPResponse:
     """Write off a shopper's coupon from its live code (or the 12 digits)."""
+    staff_id = request.ctx.principal.subject
+    await request.app.ctx.limits.hit(WRITE_OFF_RULE, "cp:writeoff", str(staff_id), what="scans")
     out = await service.write_off(
         request.app.ctx.redis,
         request.app.ctx.settings.secret,
