@@ -719,3 +719,34 @@ async def test_a_clerk_cannot_guess_typed_digits_at_speed(
         r = await api.post("/api/v1/staff/write-offs", json={"code": f"{n:012d}"}, headers=clerk)
         codes.append(r.status_code)
     assert codes[:60] == [400] * 60 and codes[60] == 429
+
+
+async def test_pausing_a_template_stops_claims_and_the_api_is_documented(
+    api: httpx.AsyncClient, op: dict[str, str], database: Settings
+) -> None:
+    t = await make_template(api, op, name="Pause me")
+    listed = (await api.get("/api/v1/admin/coupon-templates", headers=op)).json()["items"]
+    assert t["id"] in [x["id"] for x in listed]
+    r = await api.patch(
+        f"/api/v1/admin/coupon-templates/{t['id']}", json={"active": False}, headers=op
+    )
+    assert r.status_code == 200 and r.json()["active"] is False
+    await asyncio.sleep(cs._TEMPLATE_TTL + 0.2)  # each worker keeps a template 2 s
+    _, m = await new_member(database)
+    r = await api.post(f"/api/v1/coupon-center/{t['id']}/claim", headers=m)
+    assert r.status_code == 409 and error_code(r) == "CLAIM_NOT_AVAILABLE"
+    centre = (await api.get("/api/v1/coupon-center", headers=m)).json()["items"]
+    assert t["id"] not in [i["template_id"] for i in centre]
+
+    doc = (await api.get("/docs/openapi.json")).json()
+    paths = doc["paths"]
+    for path, method, status in [
+        ("/api/v1/admin/coupon-templates", "post", "201"),
+        ("/api/v1/coupon-center/{template_id}/claim", "post", "201"),
+        ("/api/v1/me/coupons/{coupon_id}/code", "get", "200"),
+        ("/api/v1/staff/write-offs", "post", "201"),
+        ("/api/v1/staff/write-offs", "get", "200"),
+        ("/api/v1/admin/coupon-templates/{template_id}/stats", "get", "200"),
+        ("/api/v1/admin/coupon-issuances/{issuance_id}", "get", "200"),
+    ]:
+        assert status in paths[path][method]["responses"], (path, method)

@@ -39,6 +39,14 @@ async def create_template(request: Request, payload: s.TemplateIn) -> HTTPRespon
     return respond(service.template_out(t), status=201)
 
 
+@api.get("/admin/coupon-templates")
+@authenticated("operator")
+@returns(s.TemplateListOut)
+async def list_templates(request: Request) -> HTTPResponse:
+    """Templates, newest first (the latest 200)."""
+    return respond({"items": [service.template_out(t) for t in await service.list_templates()]})
+
+
 @api.get("/admin/coupon-templates/<template_id:int>")
 @authenticated("operator")
 @returns(s.TemplateOut)
@@ -60,6 +68,7 @@ async def patch_template(
 
 @api.get("/admin/coupon-templates/<template_id:int>/stats")
 @authenticated("operator")
+@returns(s.StatsOut)
 async def template_stats(request: Request, template_id: int) -> HTTPResponse:
     """Issued, claimed, used online, written off in store, write-off rate, by store."""
     return respond(await service.stats(template_id))
@@ -103,6 +112,7 @@ async def get_issuance(request: Request, issuance_id: int) -> HTTPResponse:
 
 @api.get("/coupon-center")
 @authenticated("member")
+@returns(s.CenterOut)
 async def coupon_center(request: Request) -> HTTPResponse:
     """What this member can claim now, with remaining stock and why not."""
     items = await service.center(request.app.ctx.scripts, request.ctx.principal.subject)
@@ -131,6 +141,7 @@ async def claim(request: Request, template_id: int) -> HTTPResponse:
 @api.get("/me/coupons")
 @authenticated("member")
 @query(s.MyCouponsQuery)
+@returns(s.CouponsOut)
 async def my_coupons(request: Request, params: s.MyCouponsQuery) -> HTTPResponse:
     """The member's coupons: unused, locked (held by an unpaid order), used, expired."""
     items = await service.my_coupons(request.ctx.principal.subject, params.status)
@@ -156,7 +167,7 @@ async def coupon_code(request: Request, coupon_id: int) -> HTTPResponse:
 @api.post("/staff/write-offs")
 @authenticated("staff")
 @body(s.WriteOffIn)
-@returns(s.WriteOffOut, 201)
+@returns(s.WriteOffWrap, 201)
 async def write_off(request: Request, payload: s.WriteOffIn) -> HTTPResponse:
     """Write off a shopper's coupon from its live code (or the 12 digits)."""
     staff_id = request.ctx.principal.subject
@@ -174,6 +185,7 @@ async def write_off(request: Request, payload: s.WriteOffIn) -> HTTPResponse:
 @api.post("/staff/write-offs/<write_off_id:int>/revoke")
 @authenticated("staff")
 @body(s.RevokeIn)
+@returns(s.WriteOffWrap)
 async def revoke(request: Request, write_off_id: int, payload: s.RevokeIn) -> HTTPResponse:
     """A store manager undoes a write-off made by mistake, within the configured window."""
     out = await service.revoke_write_off(
@@ -185,6 +197,7 @@ async def revoke(request: Request, write_off_id: int, payload: s.RevokeIn) -> HT
 @api.get("/staff/write-offs")
 @authenticated("staff")
 @query(s.WriteOffsQuery)
+@returns(s.WriteOffListOut)
 async def list_write_offs(request: Request, params: s.WriteOffsQuery) -> HTTPResponse:
     """The day's write-offs at the clerk's store(s) (day in Asia/Shanghai)."""
     out = await service.list_write_offs(request.ctx.principal.subject, params.date, params.store_id)

@@ -185,3 +185,45 @@ class IssuanceOut(BaseModel):
     skipped: int
     progress: float
     message: str
+
+
+class CenterOut(BaseModel):
+    items: list[CenterItem]
+
+
+class CouponsOut(BaseModel):
+    items: list[CouponOut]
+
+
+class WriteOffWrap(BaseModel):
+    write_off: WriteOffOut
+
+
+class WriteOffListOut(BaseModel):
+    date: str
+    store_ids: list[int]
+    count: int  # not revoked
+    items: list[WriteOffOut]
+
+
+class StoreCount(BaseModel):
+    store_id: int
+    written_off: int
+
+
+class StatsOut(BaseModel):
+    template_id: int
+    total: int
+    remaining: int
+    claimed: int
+    issued: int
+    used_online: int
+    written_off_in_store: int
+    revoked_write_offs: int
+    write_off_rate: float  # written off in store / (claimed + issued)
+    use_rate: float  # (in store + online) / (claimed + issued)
+    by_store: list[StoreCount]
+
+
+class TemplateListOut(BaseModel):
+    items: list[TemplateOut]

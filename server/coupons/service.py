@@ -118,6 +118,10 @@ async def get_template(template_id: int) -> CouponTemplate:
     return t
 
 
+async def list_templates(limit: int = 200) -> list[CouponTemplate]:
+    return await CouponTemplate.all().order_by("-id").limit(limit)
+
+
 async def update_template(template_id: int, changes: dict[str, Any]) -> CouponTemplate:
     t = await get_template(template_id)
     changes = {k: v for k, v in changes.items() if v is not None}
