@@ -15,7 +15,11 @@ from typing import Any
 
 import orjson
 
-BENCH_MODULES: list[str] = ["server.flashsale.bench", "server.stores.bench"]
+BENCH_MODULES: list[str] = [
+    "server.flashsale.bench",
+    "server.stores.bench",
+    "server.identity.bench",
+]
 
 
 def modules() -> list[Any]:
