@@ -73,7 +73,11 @@ class Consumer:
             if "NOGROUP" not in str(exc):
                 raise
             await service.warm(self.redis, self.scripts, self.sales[sale_id][0])
-            await self.redis.xgroup_create(key, service.GROUP, id="0", mkstream=True)
+            try:  # warming creates the group when it loads the sale; make sure of it anyway
+                await self.redis.xgroup_create(key, service.GROUP, id="0", mkstream=True)
+            except ResponseError as busy:
+                if "BUSYGROUP" not in str(busy):
+                    raise
             return 0
         entries = reply[0][1] if reply else []
         if start == "0" and not entries:
