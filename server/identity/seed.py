@@ -17,9 +17,10 @@ from server.settings import Settings
 
 DEMO_CLERK = ("clerk", "haodian-clerk")
 DEMO_MANAGER = ("manager", "haodian-manager")
-# The demo store the clerk works at: the first of these codes that exists, else the first
+# The demo store the clerk works at (WH0001 is the stores seed's demo store): the first of these
+# codes that exists, else the first
 # open store.
-DEMO_STORE_CODES = ("SH001", "SH0001", "DEMO001", "S0001")
+DEMO_STORE_CODES = ("WH0001", "SH0001", "SH001")
 
 
 async def _demo_store_id() -> int | None:
