@@ -566,7 +566,7 @@ async def test_demo_seed_adds_the_operator_and_a_clerk_once(
     from server.identity.models import Operator, Staff, StaffStore
     from server.stores.models import Store
 
-    store, _ = await Store.get_or_create(
+    await Store.get_or_create(
         code=seed.DEMO_STORE_CODES[-1],
         defaults={"name": "demo", "city": "上海", "lat": 31.2, "lng": 121.4},
     )
@@ -586,3 +586,26 @@ async def test_demo_seed_adds_the_operator_and_a_clerk_once(
     assert links[0] in await Store.filter(code__in=seed.DEMO_STORE_CODES).values_list(
         "id", flat=True
     )
+
+
+async def test_a_merge_that_fails_midway_changes_nothing(database: Settings) -> None:
+    """A table whose rows cannot move (a unique per member) aborts the whole merge."""
+    from tortoise.exceptions import IntegrityError
+
+    async def stuck(from_id: int, into_id: int, conn: Any) -> int:
+        raise IntegrityError("duplicate key value violates unique constraint")
+
+    a = await Member.create(points=7)
+    b = await Member.create(unionid=uid(), points=2)
+    ident = await WeChatIdentity.create(appid=MAIN, openid=f"o{uuid.uuid4().hex}", member=a)
+    service.register_member_owned(Member, "merged_into", stuck)
+    try:
+        with pytest.raises(service.MergeConflict):
+            await service.merge_members(None, database, a.id, b.id, b.unionid or "")
+    finally:
+        service._OWNED.pop(("identity.Member", "merged_into"), None)
+    await ident.refresh_from_db()
+    assert ident.member_id == a.id  # the identity moved first, and was moved back
+    assert (await Member.get(id=a.id)).points == 7 and (await Member.get(id=b.id)).points == 2
+    assert (await Member.get(id=a.id)).merged_into_id is None
+    assert not await MemberMerge.exists(from_member_id=a.id)

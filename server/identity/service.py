@@ -330,10 +330,10 @@ async def _resolve_once(
                     holder = await _follow(holder)
                     try:
                         await merge_members(redis, settings, member.id, holder.id, unionid)
+                        member = await Member.get(id=holder.id)
                     except MergeConflict:
                         # Let the shopper in as before; the merge is tried at the next login.
-                        return member, False
-                    member = await Member.get(id=holder.id)
+                        unionid = None
                 else:
                     # A unique index: a concurrent first login holding it makes this fail,
                     # and the retry merges instead.
