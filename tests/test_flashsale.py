@@ -146,6 +146,7 @@ async def _create_sale(
     limit: int = 1,
     starts_in: float = -1,
     lasts: float = 3600,
+    **extra: Any,
 ) -> dict[str, Any]:
     sku = await _sku()
     now = datetime.now(UTC)
@@ -159,6 +160,7 @@ async def _create_sale(
             "per_member_limit": limit,
             "starts_at": (now + timedelta(seconds=starts_in)).isoformat(),
             "ends_at": (now + timedelta(seconds=starts_in + lasts)).isoformat(),
+            **extra,
         },
     )
     assert r.status_code == 201, r.text
@@ -431,6 +433,19 @@ async def test_window_and_rate_limit(
     assert r.status_code == 409 and error_code(r) == "ENDED"
     r = await _grab(api, 999999999, token, "nope")
     assert r.status_code == 404 and error_code(r) == "SALE_NOT_FOUND"
+
+
+async def test_member_tier_restriction(
+    api: httpx.AsyncClient, env: dict[str, str], settings: Settings
+) -> None:
+    sale = await _create_sale(api, env, units=5, member_tiers=["gold"])
+    assert sale["member_tiers"] == ["gold"]
+    (_, regular), (gold_id, gold) = await _members(settings, 2)
+    await Member.filter(id=gold_id).update(tier="gold")
+    r = await _grab(api, sale["id"], regular, "t1")
+    assert r.status_code == 409 and error_code(r) == "TIER_NOT_ELIGIBLE"
+    r = await _grab(api, sale["id"], gold, "t2")
+    assert r.status_code == 202, r.text
 
 
 # -- crash safety ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ configured total.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -229,20 +230,42 @@ async def grab(
         if res == b"NOT_WARM":
             if _missing.get(sale_id, 0) > time.monotonic():
                 raise NotFound(f"no flash sale {sale_id}", code="SALE_NOT_FOUND")
-            sale = await FlashSale.filter(id=sale_id).first()
-            if sale is None:
-                _missing[sale_id] = time.monotonic() + 1
-                raise NotFound(f"no flash sale {sale_id}", code="SALE_NOT_FOUND")
-            await warm(redis, scripts, sale)
+            await _warm_once(redis, scripts, sale_id)
             continue
         if res == b"NEED_TIER":
             from server.identity.models import Member
 
-            tier = await Member.filter(id=member_id).values_list("tier", flat=True).first()
-            args[4] = tier or "regular"
+            member = await Member.filter(id=member_id).only("id", "tier").first()
+            args[4] = (member.tier if member else "") or "regular"
             continue
         raise Unavailable(f"unexpected answer from the stock script: {res!r}")
     raise Unavailable("the sale could not be loaded; try again", code="SALE_NOT_READY")
+
+
+# Warms in flight in this process: after a Redis restart every request of the moment
+# finds the sale cold; one of them warms it, the others wait for that.
+_warming: dict[int, asyncio.Future[None]] = {}
+
+
+async def _warm_once(redis: Any, scripts: Scripts, sale_id: int) -> None:
+    running = _warming.get(sale_id)
+    if running is not None:
+        await asyncio.shield(running)
+        return
+
+    async def _do() -> None:
+        sale = await FlashSale.filter(id=sale_id).first()
+        if sale is None:
+            _missing[sale_id] = time.monotonic() + 1
+            raise NotFound(f"no flash sale {sale_id}", code="SALE_NOT_FOUND")
+        await warm(redis, scripts, sale)
+
+    task = asyncio.ensure_future(_do())
+    _warming[sale_id] = task
+    try:
+        await asyncio.shield(task)
+    finally:
+        _warming.pop(sale_id, None)
 
 
 # -- warming -----------------------------------------------------------------------------------
