@@ -363,3 +363,13 @@ async def test_workers_of_the_server_share_one_token_refresh(
         )
     assert [r.status_code for r in results] == [200] * 20, [r.text for r in results]
     assert await calls(api, "stable_token") == before + 1
+
+
+async def test_classic_token_ends_the_previous_one(api: httpx.AsyncClient) -> None:
+    params = {"grant_type": "client_credential", "appid": GIFT, "secret": "demo-secret-gift"}
+    first = (await api.get(f"{SBX}/cgi-bin/token", params=params)).json()["access_token"]
+    second = (await api.get(f"{SBX}/cgi-bin/token", params=params)).json()["access_token"]
+    assert first != second
+    for token, errcode in ((first, 40001), (second, 40097)):  # 40097: the token was fine
+        r = await api.post(f"{SBX}/wxa/msg_sec_check", params={"access_token": token}, json={})
+        assert r.json()["errcode"] == errcode

@@ -184,8 +184,8 @@ async def classic_token(request: Request) -> HTTPResponse:
     if bad:
         return bad
     current = await redis.get(_current(appid or ""))
-    if current:
-        await redis.delete(_tok_valid(current))
+    if current:  # "not latest": 40001, not 42001
+        await redis.delete(_tok_valid(current), _tok_issued(current))
     token, ttl = await _issue_token(redis, appid or "")
     return respond({"access_token": token, "expires_in": ttl})
 
