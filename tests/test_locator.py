@@ -74,6 +74,11 @@ async def _nearby(api: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]
     return r.json()["items"]
 
 
+async def test_the_index_is_built_at_start(api: httpx.AsyncClient, redis: aioredis.Redis) -> None:
+    """The server built the (empty) index when it started on an empty Redis."""
+    assert await redis.exists(index.BUILT_KEY)
+
+
 async def test_nearby_is_sorted_by_true_distance_within_radius_and_limit(
     api: httpx.AsyncClient, ops: dict[str, str]
 ) -> None:
@@ -189,6 +194,18 @@ async def test_closing_and_moving_show_in_the_next_query(
     r = await api.post(f"/api/v1/admin/stores/{s['id']}/close", json={}, headers=ops)
     assert r.status_code == 200 and r.json()["closed"] is True
     assert s["id"] not in ids(await _nearby(api, lat=clat, lng=clng, radius_m=2000))
+
+    r = await api.post(f"/api/v1/admin/stores/{s['id']}/reopen", headers=ops)
+    assert r.status_code == 200 and r.json()["closed"] is False
+    assert s["id"] in ids(await _nearby(api, lat=clat, lng=clng, radius_m=2000))
+
+    soon = datetime.now(SHANGHAI) + timedelta(days=30)
+    r = await api.post(
+        f"/api/v1/admin/stores/{s['id']}/close", json={"from": soon.isoformat()}, headers=ops
+    )
+    assert r.status_code == 200 and r.json()["closed"] is False  # closes for good later
+    later = await _nearby(api, lat=clat, lng=clng, radius_m=2000, at=soon + timedelta(hours=1))
+    assert [i["open_now"] for i in later if i["id"] == s["id"]] == [False]
 
     r = await api.post(f"/api/v1/admin/stores/{s['id']}/reopen", headers=ops)
     assert r.status_code == 200 and r.json()["closed"] is False

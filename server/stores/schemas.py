@@ -85,8 +85,9 @@ class StorePatch(BaseModel):
 
 
 class CloseIn(BaseModel):
-    """No `until`: closed for good (off the map) until reopened. With `until`: a temporary
-    closure from `from` (default now); the store stays on the map, shown closed."""
+    """No `until`: closed for good (off the map) until reopened; with a future `from`, the
+    store stays on the map and shows closed from then on. With `until`: a temporary closure
+    from `from` (default now); the store stays on the map, shown closed."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -176,7 +176,11 @@ async def close_store(redis: Redis, store_id: int, data: CloseIn) -> Store:
 
     def change(s: Store) -> None:
         s.closure_reason = data.reason
-        if data.until is None:
+        if data.until is None and data.from_ is not None and data.from_ > now:
+            # Closing for good at a future date: on the map until then, shown closed after.
+            s.closed_from = data.from_
+            s.closed_until = None
+        elif data.until is None:
             s.closed = True
             s.closed_from = data.from_ or now
             s.closed_until = None
