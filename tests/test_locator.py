@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from server.infra.clock import SHANGHAI
 from server.stores import index
 from server.stores.geo import haversine_m
-from tests.conftest import error_code
+from tests.conftest import ROOT, ServerProcess, error_code
 from tests.test_foundation import _cli
 
 # 2026-11-23 is a Monday; 2026-11-24 01:00 is Tuesday night, after Monday's evening.
@@ -74,9 +74,25 @@ async def _nearby(api: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]
     return r.json()["items"]
 
 
-async def test_the_index_is_built_at_start(api: httpx.AsyncClient, redis: aioredis.Redis) -> None:
-    """The server built the (empty) index when it started on an empty Redis."""
-    assert await redis.exists(index.BUILT_KEY)
+async def test_a_missing_index_is_rebuilt_at_start(
+    api: httpx.AsyncClient,
+    ops: dict[str, str],
+    redis: aioredis.Redis,
+    env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A server starting on a Redis without the index builds it before serving."""
+    s = await _create(api, ops, *_area())
+    await index.drop(redis)
+    proc = ServerProcess(
+        ["serve", "--no-seed"], env, tmp_path_factory.mktemp("logs") / "start.log", ROOT
+    )
+    try:
+        proc.wait_ready()
+        assert await redis.exists(index.BUILT_KEY)  # no nearby query was made
+        assert await redis.geopos(index.GEO_KEY, str(s["id"])) != [None]
+    finally:
+        proc.stop()
 
 
 async def test_nearby_is_sorted_by_true_distance_within_radius_and_limit(
