@@ -214,6 +214,8 @@ async def test_concurrent_holds_never_oversell(
     assert exc.value.details == {"sku_id": a, "requested": 1, "available": 0}
     await service.release_store_stock(store_id, {a: 3})
     assert await _stock(store_id, a) == 3
+    await service.release_store_stock(store_id, {})  # an order whose SKUs were deleted
+    assert await _stock(store_id, a) == 3
 
 
 async def test_a_multi_line_hold_is_all_or_nothing_and_does_not_deadlock(

@@ -526,7 +526,10 @@ async def release_store_stock(
     store_id: int, lines: Mapping[int, int], *, using_db: Any = None
 ) -> None:
     """Give held units back (order cancelled or expired). Call it once per hold: the caller
-    records that it released (e.g. in the same transaction as the order's state change)."""
+    records that it released (e.g. in the same transaction as the order's state change).
+    Nothing to give back (no lines) is a no-op."""
+    if not lines:
+        return
     wanted = _lines(lines)
 
     async def run(conn: Any) -> None:
