@@ -25,7 +25,6 @@ DOMAIN_APPS: list[str] = [
     "orders",
     "coupons",
     "payments",
-    "flashsale",
 ]
 
 
@@ -69,8 +68,11 @@ async def close_db() -> None:
 
 async def migrate(settings: Settings, *, progress: Any = None) -> None:
     """Apply every pending migration of every domain (idempotent)."""
-    await migrate_api(config=tortoise_config(settings), progress=progress)
-    await Tortoise.close_connections()
+    try:
+        await migrate_api(config=tortoise_config(settings), progress=progress)
+    finally:
+        # Without this a failed migration leaves aiosqlite's thread alive and the CLI hangs.
+        await Tortoise.close_connections()
 
 
 async def pending_model_changes(settings: Settings) -> list[str]:

@@ -31,8 +31,10 @@ class RefundStatus(StrEnum):
 
 
 class Refund(TimestampedModel):
-    """A full refund of an order; out_refund_no is derived from the order, so asking twice
-    can never open two refunds at WeChat."""
+    """A full refund of an order. The refund number comes from the order number, so asking
+    twice can never open two refunds at WeChat.
+
+    (No semicolons in model docstrings: Tortoise's SQLite schema editor splits on them.)"""
 
     out_refund_no = fields.CharField(max_length=64, unique=True)
     order = fields.ForeignKeyField(

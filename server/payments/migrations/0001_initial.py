@@ -55,7 +55,7 @@ class Migration(migrations.Migration):
                 ('refund_id', fields.CharField(null=True, max_length=64)),
                 ('finished_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'refund', 'app': 'payments', 'pk_attr': 'id', 'table_description': 'A full refund of an order; out_refund_no is derived from the order, so asking twice'},
+            options={'table': 'refund', 'app': 'payments', 'pk_attr': 'id', 'table_description': 'A full refund of an order. The refund number comes from the order number, so asking'},
             bases=['TimestampedModel'],
         ),
     ]
