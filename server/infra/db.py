@@ -25,6 +25,7 @@ DOMAIN_APPS: list[str] = [
     "orders",
     "coupons",
     "payments",
+    "flashsale",
 ]
 
 
