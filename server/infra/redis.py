@@ -36,13 +36,6 @@ def start_embedded_redis(data_dir: Path) -> str:
     return f"unix://{_embedded.socket_file}"
 
 
-def stop_embedded_redis() -> None:
-    global _embedded
-    if _embedded is not None:
-        _embedded.shutdown(save=True, now=True)
-        _embedded = None
-
-
 def ensure_redis_url(settings: Settings) -> str:
     """The Redis URL to use; starts the embedded server when none is configured."""
     if settings.redis_url:
