@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import random
@@ -16,8 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from server.infra.clock import SHANGHAI
+from server.settings import Settings
 from server.stores import index
 from server.stores.geo import haversine_m
+from server.stores.models import Store
 from tests.conftest import ROOT, ServerProcess, error_code
 from tests.test_foundation import _cli
 
@@ -244,6 +247,26 @@ async def test_closing_and_moving_show_in_the_next_query(
     assert s["id"] not in ids(
         await _nearby(api, lat=nlat, lng=nlng, radius_m=100, service="write_off")
     )
+
+
+async def test_racing_moves_leave_the_index_at_the_committed_position(
+    api: httpx.AsyncClient, ops: dict[str, str], redis: aioredis.Redis, database: Settings
+) -> None:
+    clat, clng = _area()
+    s = await _create(api, ops, clat, clng)
+    moves = [_offset(clat, clng, 100 * k, 0) for k in range(1, 13)]
+    rs = await asyncio.gather(
+        *(
+            api.patch(f"/api/v1/admin/stores/{s['id']}", json={"lat": la, "lng": ln}, headers=ops)
+            for la, ln in moves
+        )
+    )
+    assert all(r.status_code == 200 for r in rs)
+    row = await Store.get(id=s["id"])
+    assert row.version == 13
+    ((lng, lat),) = await redis.geopos(index.GEO_KEY, str(s["id"]))
+    assert haversine_m(lat, lng, row.lat, row.lng) < 1.0  # the last commit, not a stale one
+    assert int(await redis.hget(index.VERSIONS_KEY, str(s["id"]))) == 13
 
 
 @pytest.mark.parametrize(

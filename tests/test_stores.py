@@ -332,3 +332,24 @@ async def test_require_store_and_quote_delivery(
         await service.require_store(s["id"], "write_off")
     assert getattr(exc.value, "code", "") == "SERVICE_NOT_OFFERED"
     assert (await service.require_store(s["id"], "pickup")).id == s["id"]
+
+
+async def test_a_redis_failure_leaves_the_store_unchanged(
+    api: httpx.AsyncClient, ops: dict[str, str], database: Settings
+) -> None:
+    """The index is written inside the store's transaction: no index, no change (503)."""
+    import redis.asyncio as aioredis
+
+    from server.stores.schemas import StorePatch
+
+    s = (await api.post("/api/v1/admin/stores", json=_body(), headers=ops)).json()
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", decode_responses=True)
+    try:
+        with pytest.raises(Exception) as exc:
+            await service.update_store(dead, s["id"], StorePatch(lat=31.0, name="moved"))
+        assert getattr(exc.value, "code", "") == "LOCATOR_UNAVAILABLE"
+        assert getattr(exc.value, "status", 0) == 503
+    finally:
+        await dead.aclose()
+    row = await Store.get(id=s["id"])
+    assert (row.lat, row.name, row.version) == (30.58, s["name"], 1)
