@@ -30,7 +30,7 @@ from server.infra.redis import Scripts
 from server.orders.models import Order, OrderStatus
 from server.orders.service import transition
 from server.settings import Settings
-from tests.conftest import ROOT, error_code
+from tests.conftest import ROOT, ServerProcess, error_code
 
 
 class Worker:
@@ -616,3 +616,22 @@ async def test_reconcile_repairs_redis_and_says_what_it_changed(
     assert "warmed from the database to 8" in out.stdout
     out = _cli(env, "flashsale", "reconcile", "999999999")
     assert out.returncode == 2 and "no flash sale" in out.stderr
+
+
+def test_grab_is_503_when_redis_is_down(
+    env: dict[str, str], database: Settings, tmp_path: Path
+) -> None:
+    broken = env | {"HAODIAN_REDIS_URL": "redis://127.0.0.1:1/0"}
+    proc = ServerProcess(["serve", "--no-seed"], broken, tmp_path / "down.log", ROOT)
+    try:
+        proc.wait_ready(path="/healthz")
+        token = encode_access(database, "member", 1)
+        r = httpx.post(
+            f"{proc.base_url}/api/v1/flash-sales/1/orders",
+            headers=_grab_headers(token, "down"),
+            json={"quantity": 1},
+        )
+        assert r.status_code == 503, r.text
+        assert error_code(r) == "SERVICE_UNAVAILABLE"
+    finally:
+        proc.stop()

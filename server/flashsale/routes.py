@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import jwt
 import orjson
+from redis.exceptions import RedisError
 from sanic import Blueprint, HTTPResponse, Request
 from sanic_ext import openapi
 
@@ -26,6 +27,7 @@ from server.infra.errors import (
     BadRequest,
     NotFound,
     Unauthorized,
+    Unavailable,
     ValidationFailed,
 )
 from server.infra.http import body, respond, returns
@@ -163,9 +165,12 @@ async def grab(request: Request, sale_id: int) -> HTTPResponse:
         raise Unauthorized("sign in first: Authorization: Bearer <token>", code="UNAUTHORIZED")
     member_id, iat, jti_key, tier = _claims(request, header[7:].strip())
     # The same revocation checks as infra.auth.verify_access, through the auto-pipeline.
-    revoked_before, jti_revoked = await scripts.execute(
-        "MGET", auth._revoked_key("member", member_id), jti_key
-    )
+    try:
+        revoked_before, jti_revoked = await scripts.execute(
+            "MGET", auth._revoked_key("member", member_id), jti_key
+        )
+    except RedisError:
+        raise Unavailable("the sale cannot be reached right now; try again") from None
     if (revoked_before is not None and iat <= float(revoked_before)) or jti_revoked is not None:
         raise Unauthorized("the token was revoked", code="TOKEN_REVOKED")
 
@@ -202,6 +207,8 @@ async def grab(request: Request, sale_id: int) -> HTTPResponse:
             ip_rps=settings.flashsale_ip_rps,
             tier=tier,
         )
+    except RedisError:
+        raise Unavailable("the sale cannot be reached right now; try again") from None
     except AppError as exc:
         # SOLD_OUT is most of a flash sale's traffic: render the error envelope here rather
         # than through Sanic's exception handling, which costs more than the grab itself.

@@ -256,6 +256,8 @@ async def _warm_once(redis: Any, scripts: Scripts, sale_id: int) -> None:
     async def _do() -> None:
         sale = await FlashSale.filter(id=sale_id).first()
         if sale is None:
+            if len(_missing) > 10_000:
+                _missing.clear()
             _missing[sale_id] = time.monotonic() + 1
             raise NotFound(f"no flash sale {sale_id}", code="SALE_NOT_FOUND")
         await warm(redis, scripts, sale)

@@ -207,7 +207,10 @@ class _AutoPipeline:
             coro = loop.create_connection(
                 lambda: _RespProtocol(self), kw.get("host", "localhost"), kw.get("port", 6379)
             )
-        _, protocol = await asyncio.wait_for(coro, timeout)
+        try:
+            _, protocol = await asyncio.wait_for(coro, timeout)
+        except (OSError, TimeoutError) as exc:
+            raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
         hello: list[bytes] = []
         if kw.get("password"):
             auth = (
