@@ -370,6 +370,8 @@ async def test_2000_members_stock_100_no_oversell(
     assert {o["member_id"] for o in orders} == winners  # one each: no member over the limit
     assert {o["status"] for o in orders} == {OrderStatus.PENDING_PAYMENT}
     assert {o["payable_fen"] for o in orders} == {990}
+    for name in ("meta", "stock", "buyers", "reqs", "stream"):  # nothing lives forever
+        assert await redis.pttl(service.sale_keys(sale["id"])[name]) > 0, name
     r = await api.get(f"/api/v1/flash-sales/{sale['id']}")
     assert r.json()["remaining"] == 0 and r.json()["status"] == "sold_out"
     # A winner trying again hits the limit (stock aside), a loser still sees sold out.

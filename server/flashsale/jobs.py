@@ -39,6 +39,7 @@ class Consumer:
         self.name = settings.worker_name or socket.gethostname()
         self.sales: dict[int, tuple[FlashSale, str]] = {}
         self.own_pending_done: set[int] = set()
+        self.expiry_set: set[int] = set()
         self.sales_at = 0.0
         self.claim_at = 0.0
         self.sweep_at = 0.0
@@ -53,6 +54,14 @@ class Consumer:
     async def handle(self, sale_id: int, entries: list[Any]) -> int:
         sale, name = self.sales[sale_id]
         key = service.stream_key(sale_id)
+        if entries and sale_id not in self.expiry_set:
+            # Keys the grab script created after the warm (buyers, answers, the stream)
+            # expire with the sale's other keys, a week after it ends.
+            until = sale.ends_at + service.KEEP_AFTER_END
+            keys = service.sale_keys(sale_id)
+            for k in ("buyers", "reqs", "released", "stream"):
+                await self.redis.pexpireat(keys[k], until)
+            self.expiry_set.add(sale_id)
         for entry_id, fields in entries:
             if fields is None:  # deleted entry still listed as pending
                 await self.redis.xack(key, service.GROUP, entry_id)
