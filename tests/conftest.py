@@ -145,7 +145,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.logs()[-4000:]}")
             try:
-                if httpx.get(self.base_url + path, timeout=1).status_code == 200:
+                # The first answers after start-up can take seconds on a busy 2-core box.
+                if httpx.get(self.base_url + path, timeout=10).status_code == 200:
                     return time.monotonic() - start
             except httpx.HTTPError:
                 pass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 
@@ -185,6 +184,51 @@ def test_demo_runs_with_no_configuration(tmp_path_factory: pytest.TempPathFactor
         )
         assert login.status_code == 200, login.text
         assert took < 60
+        _demo_pickup_walkthrough(proc.base_url)
     finally:
         proc.stop()
-    asyncio.run(asyncio.sleep(0))
+
+
+def _demo_pickup_walkthrough(base: str) -> None:
+    """What the README walks through: a shopper orders from the demo store and pays
+    through the sandbox; the demo clerk hands the order over."""
+    with httpx.Client(base_url=base, timeout=30) as c:
+        user = c.post("/_sandbox/wechat/users", json={}).json()
+        code = c.post(f"/_sandbox/wechat/users/{user['openid']}/login-code").json()["code"]
+        token = c.post("/api/v1/auth/login", json={"code": code}).json()["token"]
+        me = {"authorization": f"Bearer {token}"}
+        nearby = c.get(
+            "/api/v1/stores/nearby",
+            params={"lat": 30.5928, "lng": 114.3055, "radius_m": 5000, "limit": 20},
+        ).json()
+        assert nearby["items"], nearby
+        demo = next(
+            s
+            for s in c.get("/api/v1/stores", params={"q": "WH0001"}).json()["items"]
+            if s["code"] == "WH0001"
+        )
+        menu = c.get(f"/api/v1/stores/{demo['id']}/menu").json()["items"]
+        item = next(i for i in menu if i["stock"] > 0)
+        r = c.post(
+            "/api/v1/orders",
+            headers=me,
+            json={"store_id": demo["id"], "items": [{"sku_id": item["sku_id"], "quantity": 1}]},
+        )
+        assert r.status_code == 201, r.text
+        order_no = r.json()["order_no"]
+        assert r.json()["payable_fen"] == item["price_fen"]
+        assert c.post(f"/api/v1/orders/{order_no}/pay", headers=me, json={}).status_code == 200
+        paid = c.post(f"/_sandbox/wechat/pay/{order_no}/complete?wait=1").json()
+        assert paid["notify_status"] == 204, paid
+        order = c.get(f"/api/v1/orders/{order_no}", headers=me).json()
+        assert order["status"] == "paid"
+        clerk = c.post(
+            "/api/v1/staff/auth/login", json={"username": "clerk", "password": "haodian-clerk"}
+        ).json()["token"]
+        r = c.post(
+            f"/api/v1/staff/orders/{order_no}/complete",
+            headers={"authorization": f"Bearer {clerk}"},
+            json={"pickup_code": order["pickup_code"]},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "completed"
