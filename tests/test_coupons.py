@@ -665,8 +665,12 @@ async def test_demo_seed_is_idempotent_and_walks_claim_code_scan(
     store_only = await CouponTemplate.get(name=seed.STORE_ONLY["name"])
     assert store_only.store_ids == [store.id]
 
-    # The README's walk: a shopper claims, shows the live code, the WH0001 clerk scans it.
-    username, password = seed.DEMO_COUNTER_CLERK
+    # The README's walk: a shopper claims, shows the live code, the demo clerk (identity's
+    # seed puts it at WH0001) scans it.
+    from server.identity import seed as identity_seed
+
+    await identity_seed.seed(database, redis, lambda n=1: None)
+    username, password = identity_seed.DEMO_CLERK
     r = await api.post(
         "/api/v1/staff/auth/login", json={"username": username, "password": password}
     )

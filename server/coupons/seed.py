@@ -1,7 +1,8 @@
-"""Demo coupons: templates a shopper can claim in the coupon centre, and a clerk account at
-the demo store WH0001 so the README can walk claim -> live code -> scan at /staff/scan.
+"""Demo coupons: templates a shopper can claim in the coupon centre, one of them valid only
+at the demo store WH0001, so the README can walk claim -> live code -> scan at /staff/scan
+(the demo clerk there comes from identity's seed).
 
-Idempotent: templates are matched by name, the clerk by username; nothing is added twice.
+Idempotent: templates are matched by name; nothing is added twice.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from server.coupons.schemas import TemplateIn
 from server.settings import Settings
 
 DEMO_STORE_CODE = "WH0001"
-DEMO_COUNTER_CLERK = ("wh0001-clerk", "haodian-clerk")
-DEMO_COUNTER_MANAGER = ("wh0001-manager", "haodian-manager")
 
 TEMPLATES: list[dict[str, Any]] = [
     {
@@ -71,16 +70,4 @@ async def seed(settings: Settings, redis: Redis, progress: Any) -> None:
     for data in wanted:
         if not await CouponTemplate.exists(name=data["name"]):
             await service.create_template(TemplateIn(**data).model_dump())
-            progress(1)
-    if store is None:
-        return
-    from server.identity.models import Staff
-    from server.identity.service import create_staff
-
-    for (username, password), role in (
-        (DEMO_COUNTER_CLERK, "clerk"),
-        (DEMO_COUNTER_MANAGER, "manager"),
-    ):
-        if not await Staff.exists(username=username):
-            await create_staff(username, password, role, [store.id], name=f"WH0001 {role}")
             progress(1)
