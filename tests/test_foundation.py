@@ -232,3 +232,14 @@ def _demo_pickup_walkthrough(base: str) -> None:
         )
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "completed"
+
+
+def test_readme_documents_every_setting() -> None:
+    """The README's configuration table names every HAODIAN_* variable Settings reads."""
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        f"HAODIAN_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`HAODIAN_{name.upper()}`" not in readme
+    ]
+    assert missing == [], f"add these to the README's configuration table: {missing}"
