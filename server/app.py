@@ -104,6 +104,13 @@ def create_app(settings: Settings | None = None) -> Sanic:
     async def _start(app: Sanic) -> None:
         ensure_redis_url(settings)
         await db.init_db(settings)
+        try:
+            # Open this worker's connection before requests arrive: Tortoise does not release
+            # its connection lock when a first open is cancelled (by /readyz's timeout, say),
+            # which would leave every later query of the worker waiting for good.
+            await db.ping_db()
+        except Exception as exc:
+            log.warning("database not reachable at start-up: %s", type(exc).__name__)
         app.ctx.redis = make_client(settings.redis_url or "")
         app.ctx.scripts = Scripts(app.ctx.redis)
         app.ctx.limits = RateLimits(settings.redis_url or "")
@@ -149,7 +156,8 @@ def create_app(settings: Settings | None = None) -> Sanic:
 
         async def check(name: str, probe: Any) -> None:
             try:
-                await asyncio.wait_for(probe(), timeout=2)
+                # shield: a slow probe is reported, not cancelled half-way (see _start).
+                await asyncio.wait_for(asyncio.shield(probe()), timeout=2)
                 checks[name] = "ok"
             except Exception as exc:
                 checks[name] = f"down: {type(exc).__name__}"
