@@ -25,7 +25,7 @@ from server.catalog.models import Category, Product, Sku
 from server.flashsale import service
 from server.flashsale.models import FlashReservation, ReservationState
 from server.identity.models import Member
-from server.infra.auth import encode_access
+from server.infra.auth import encode_access, revoke_all
 from server.infra.redis import Scripts
 from server.orders.models import Order, OrderStatus
 from server.orders.service import transition
@@ -414,6 +414,21 @@ async def test_replayed_idempotency_key_gets_the_first_answer(
         json={"quantity": 1},
     )
     assert r.status_code == 401 and error_code(r) == "TOKEN_INVALID"
+
+
+async def test_revoked_token_stops_grabbing_within_a_second(
+    api: httpx.AsyncClient, env: dict[str, str], settings: Settings, redis: aioredis.Redis
+) -> None:
+    sale = await _create_sale(api, env, units=10, limit=5)
+    ((mid, token),) = await _members(settings, 1)
+    assert (await _grab(api, sale["id"], token, "before")).status_code == 202
+    await asyncio.sleep(0.01)
+    await revoke_all(redis, settings, "member", mid)  # logout everywhere / account disabled
+    await asyncio.sleep(1.1)  # each worker re-checks a token at least once a second
+    for i in range(4):  # whichever worker answers
+        r = await _grab(api, sale["id"], token, f"after-{i}")
+        assert r.status_code == 401 and error_code(r) == "TOKEN_REVOKED", r.text
+    assert await _stock(redis, sale["id"]) == 9
 
 
 async def test_window_and_rate_limit(

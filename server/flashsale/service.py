@@ -179,6 +179,32 @@ _ERRORS: dict[bytes, tuple[type, str, str]] = {
 _missing: dict[int, float] = {}
 
 
+_keys_cache: dict[int, tuple[int, list[str]]] = {}
+
+
+def _grab_keys(sale_id: int) -> list[str]:
+    """The grab script's KEYS for this second (the rate counters are one hash per second),
+    with the order-number prefix appended; built once per sale per second."""
+    now = int(time.time())
+    hit = _keys_cache.get(sale_id)
+    if hit is not None and hit[0] == now:
+        return hit[1]
+    if len(_keys_cache) > 10_000:
+        _keys_cache.clear()
+    tag = f"fs:{{{sale_id}}}"
+    keys = [
+        tag + ":meta",
+        tag + ":stock",
+        tag + ":buyers",
+        tag + ":reqs",
+        tag + ":stream",
+        f"{tag}:rl:{now}",
+        f"FS{sale_id}-",
+    ]
+    _keys_cache[sale_id] = (now, keys)
+    return keys
+
+
 async def grab(
     redis: Any,
     scripts: Scripts,
@@ -194,17 +220,9 @@ async def grab(
 ) -> Grabbed:
     """Run the grab script once (one round trip); warm the sale and retry if its keys are
     missing; look the member's tier up only for a tier-restricted sale."""
-    tag = f"fs:{{{sale_id}}}"
-    keys = [
-        tag + ":meta",
-        tag + ":stock",
-        tag + ":buyers",
-        tag + ":reqs",
-        tag + ":stream",
-        f"{tag}:rl:m:{member_id}",
-        f"{tag}:rl:ip:{ip}",
-    ]
-    args = [member_id, idem_key, quantity, f"FS{sale_id}-", tier or "", member_rps, ip_rps]
+    keys = _grab_keys(sale_id)
+    args = [member_id, idem_key, quantity, keys[-1], tier or "", member_rps, ip_rps, ip]
+    keys = keys[:-1]
     for _ in range(3):
         res = await scripts.fast(GRAB, keys, args)
         if res[:3] == b"OK|":
