@@ -13,7 +13,6 @@ from server.infra.auth import authenticated
 from server.infra.errors import ValidationFailed
 from server.infra.http import body, query, respond, returns
 from server.stores import index, service
-from server.stores.models import Store
 from server.stores.schemas import (
     CitiesOut,
     CloseIn,
@@ -39,14 +38,6 @@ WRITE_ROLES = ("admin", "store_ops")
 async def _warm_locator(app: Sanic) -> None:
     """Rebuild the GEO index when it is missing; a Redis that is down must not stop start-up
     (the first nearby query rebuilds it once Redis is back)."""
-    try:
-        # Open this worker's database connection now, before requests arrive. Tortoise takes
-        # its connection lock before opening the first connection and does not release it
-        # when that open is cancelled (e.g. by /readyz's 2 s timeout on a busy machine), which
-        # would leave every later query of this worker waiting for good.
-        await Store.exists()
-    except Exception as exc:
-        log.warning("database not reachable at start-up: %s", type(exc).__name__)
     try:
         await asyncio.wait_for(index.ensure(app.ctx.redis), timeout=60)
     except Exception as exc:
