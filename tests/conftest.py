@@ -122,7 +122,15 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 class ServerProcess:
     """A running `haodian ...` process on a free port, its output kept in a file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        cwd: Path,
+        *,
+        listen: bool = True,
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -131,7 +139,13 @@ class ServerProcess:
         full_env.setdefault("HAODIAN_PUBLIC_URL", self.base_url)
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", *args, "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "server",
+                *args,
+                *(["--port", str(self.port)] if listen else []),
+            ],
             env=full_env,
             cwd=cwd,
             stdout=self._log,
@@ -166,6 +180,11 @@ class ServerProcess:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
         self._log.close()
+
+
+def start_worker(env: dict[str, str], log_path: Path, **extra: str) -> ServerProcess:
+    """A real `haodian worker` process on the given environment (stop it with .stop())."""
+    return ServerProcess(["worker"], env | extra, log_path, ROOT, listen=False)
 
 
 @pytest.fixture(scope="session")

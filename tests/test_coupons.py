@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -28,7 +26,7 @@ from server.orders import service as orders
 from server.orders.models import OrderKind, OrderStatus
 from server.settings import Settings
 from server.stores.models import Store
-from tests.conftest import ROOT, TEST_SECRET, error_code
+from tests.conftest import TEST_SECRET, error_code, start_worker
 
 # -- helpers (also used by test_scanner.py) ------------------------------------------------
 
@@ -589,22 +587,11 @@ async def test_issuance_stops_when_stock_runs_out_and_resumes_after(
 @pytest.fixture
 def worker(env: dict[str, str], tmp_path: Path) -> Iterator[Path]:
     """A real `haodian worker` process on the test database and Redis; yields its log path."""
-    log_path = tmp_path / "worker.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")} | env
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "worker"],
-            env=full_env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield log_path
-        finally:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=20)
+    proc = start_worker(env, tmp_path / "worker.log")
+    try:
+        yield proc.log_path
+    finally:
+        proc.stop()
 
 
 async def test_issuance_through_the_worker(

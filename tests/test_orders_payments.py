@@ -25,7 +25,7 @@ from server.payments import service as payments
 from server.payments.models import Refund
 from server.settings import Settings
 from server.stores.models import Store
-from tests.conftest import ROOT, ServerProcess, error_code
+from tests.conftest import ServerProcess, error_code, start_worker
 
 SANDBOX = "/_sandbox/wechat"
 PAY = f"{SANDBOX}/pay"
@@ -39,38 +39,17 @@ def worker(
     env: dict[str, str], server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A real `haodian worker` sweeping every second (closes expired orders, queries WeChat)."""
-    import os
-    import subprocess
-    import sys
-
-    log = tmp_path_factory.mktemp("logs") / "worker.log"
-    full = (
-        {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")}
-        | env
-        | {
-            "HAODIAN_PUBLIC_URL": server.base_url,
-            "HAODIAN_PAYMENT_SWEEP_SECONDS": "1",
-            "HAODIAN_PAYMENT_QUERY_AFTER_SECONDS": "2",
-        }
+    proc = start_worker(
+        env,
+        tmp_path_factory.mktemp("logs") / "worker.log",
+        HAODIAN_PUBLIC_URL=server.base_url,
+        HAODIAN_PAYMENT_SWEEP_SECONDS="1",
+        HAODIAN_PAYMENT_QUERY_AFTER_SECONDS="2",
     )
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "worker"],
-            env=full,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield proc  # type: ignore[misc]
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +68,9 @@ async def shop(database: Settings) -> dict[str, Any]:
         city="武汉",
         lat=30.59,
         lng=114.30,
-        pickup=True, takeout=True, write_off=True,
+        pickup=True,
+        takeout=True,
+        write_off=True,
     )
     cat = await Category.create(name=f"snacks-{suffix}")
     prod = await Product.create(category=cat, name="Dried mango")
