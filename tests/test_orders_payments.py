@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from server.catalog.models import Category, Product, Sku, StoreSku
@@ -523,3 +524,30 @@ async def test_bad_orders_are_refused_without_side_effects(
     )
     assert r.status_code == 404
     assert await Order.filter(member_id=who["member_id"]).count() == 0
+
+
+async def test_a_lost_notification_is_found_by_the_workers_query(
+    api: httpx.AsyncClient, shop: dict[str, Any], redis: Any, worker: Any
+) -> None:
+    """WeChat's notification never reaches us; the worker queries quiet orders and applies
+    the payment anyway, once."""
+    from server.wechat.sandbox import pay_state
+
+    who = await shopper(api)
+    order_no = (await place(api, who, shop, qty_a=1)).json()["order_no"]
+    await api.post(f"/api/v1/orders/{order_no}/pay", headers=who["headers"], json={})
+    # Make the fake WeChat deliver its notification nowhere (a network that loses it).
+    key = pay_state.k_tx(order_no)
+    tx = orjson.loads(await redis.get(key))
+    tx["notify_url"] = "http://127.0.0.1:9/lost"
+    await redis.set(key, orjson.dumps(tx))
+    r = await api.post(f"{PAY}/{order_no}/complete?wait=1")
+    assert r.status_code == 200 and r.json()["notify_status"] != 204
+
+    async def paid() -> bool:
+        return (await Order.get(order_no=order_no)).status == OrderStatus.PAID
+
+    await wait_for(paid, seconds=30)
+    assert await paid_events(order_no) == 1
+    event = await OrderEvent.get(order__order_no=order_no, to_status="paid")
+    assert "query" in event.reason
