@@ -17,6 +17,7 @@ import orjson
 from redis.exceptions import RedisError
 from sanic import Blueprint, HTTPResponse, Request
 from sanic_ext import openapi
+from sanic_ext.extensions.openapi.builders import OperationStore
 
 from server.flashsale import service
 from server.flashsale.models import FlashReservation, FlashSale
@@ -151,11 +152,23 @@ def _claims(request: Request, token: str) -> tuple[int, float, str, str | None]:
     return hit[0], hit[2], hit[3], hit[4]
 
 
+def _documents_body(model: Any) -> Any:
+    """openapi.body without its per-request wrapper (the grab parses its body itself)."""
+
+    def apply(fn: Any) -> Any:
+        wrapped = openapi.body({"application/json": model})(fn)
+        store = OperationStore()
+        store[fn] = store.pop(wrapped)
+        return fn
+
+    return apply
+
+
 @bp.post("/flash-sales/<sale_id:int>/orders")
 @openapi.secured("BearerAuth")
 @openapi.parameter("Idempotency-Key", str, location="header", required=True)
-@openapi.body({"application/json": GrabIn})
 @returns(GrabOut, status=202)
+@_documents_body(GrabIn)
 async def grab(request: Request, sale_id: int) -> HTTPResponse:
     """Take units of a live sale. 202 with the order number (the order appears as pending
     payment within moments); 409 SOLD_OUT / LIMIT_REACHED / NOT_STARTED / ENDED; 429 when

@@ -68,6 +68,7 @@ class Scripts:
         self._cache: dict[Path, AsyncScript] = {}
         self._by_arg: dict[Path | str, AsyncScript] = {}
         self._pipe: _AutoPipeline | None = None
+        self._heads: dict[int, tuple[list[str], str, bytes, int]] = {}
 
     def get(self, path: Path | str) -> AsyncScript:
         script = self._by_arg.get(path)  # hot path: no filesystem call per request
@@ -95,8 +96,17 @@ class Scripts:
         if pipe is None:
             return _encode_reply(await self.run(path, keys, args))
         script = self.get(path)
+        # The command's head (EVALSHA, sha, KEYS) is packed once per keys list: callers on
+        # the hot path reuse one list while the keys stay the same.
+        head = self._heads.get(id(keys))
+        if head is None or head[0] is not keys or head[1] != script.sha:
+            if len(self._heads) > 1000:
+                self._heads.clear()
+            packed = _pack_items(("EVALSHA", script.sha, len(keys), *keys))
+            head = (keys, script.sha, packed, 3 + len(keys))
+            self._heads[id(keys)] = head
         try:
-            return await pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await pipe.send(b"*%d\r\n" % (head[3] + len(args)) + head[2] + _pack_items(args))
         except NoScriptError:
             return await pipe.call("EVAL", script.script, len(keys), *keys, *args)
 
@@ -136,8 +146,12 @@ def _encode_reply(value: Any) -> Any:
     return value
 
 
-def _pack(args: tuple[Any, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
+def _pack(args: tuple[Any, ...] | list[Any]) -> bytes:
+    return b"*%d\r\n" % len(args) + _pack_items(args)
+
+
+def _pack_items(args: tuple[Any, ...] | list[Any]) -> bytes:
+    parts = []
     for a in args:
         if isinstance(a, bytes):
             b = a
@@ -230,6 +244,10 @@ class _AutoPipeline:
         self.protocol = protocol
 
     async def call(self, *args: Any) -> Any:
+        return await self.send(_pack(args))
+
+    async def send(self, packed: bytes) -> Any:
+        """Queue one already RESP-encoded command for this tick's write; await its reply."""
         if self.protocol is None:
             if self.connecting is None:
                 self.connecting = asyncio.ensure_future(self._connect())
@@ -242,7 +260,7 @@ class _AutoPipeline:
         loop = self.loop or asyncio.get_running_loop()
         fut = loop.create_future()
         self.waiters.append(fut)
-        self.buffer.append(_pack(args))
+        self.buffer.append(packed)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             loop.call_soon(self._flush)
