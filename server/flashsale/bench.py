@@ -110,7 +110,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
     p.add_argument("--members", type=int, default=5000, help="distinct members (tokens)")
-    p.add_argument("--keep", action="store_true", help="keep the server running at the end")
 
 
 def _need(tool: str, package: str) -> str:
@@ -490,9 +489,9 @@ def run(args: argparse.Namespace) -> int:
         evalsha = _redis_benchmark(redis_url, info["ceiling"])
         checks = asyncio.run(_check(env, info))
     finally:
-        if server is not None and not args.keep:
+        if server is not None:
             server_stop(server)
-        if release_redis is not None and not args.keep:
+        if release_redis is not None:
             release_redis()
 
     def row(name: str, r: dict[str, Any], ok: int) -> dict[str, Any]:
