@@ -190,6 +190,21 @@ async def classic_token(request: Request) -> HTTPResponse:
     return respond({"access_token": token, "expires_in": ttl})
 
 
+async def _open_call(
+    request: Request, api: str
+) -> tuple[str, dict[str, Any], None] | tuple[None, None, HTTPResponse]:
+    """The start every access-token API shares: count the call, check the token, read the
+    JSON body. Returns (appid, body, None), or (None, None, the WeChat error answer)."""
+    await stat(_redis(request), api)
+    appid, bad = await _token_app(request)
+    if bad is not None:
+        return None, None, bad
+    data = _json(request)
+    if data is None:
+        return None, None, _wx(47001, "data format error")
+    return appid, data, None  # type: ignore[return-value]
+
+
 async def _token_app(request: Request) -> tuple[str | None, HTTPResponse | None]:
     token = request.args.get("access_token") or ""
     redis = _redis(request)
@@ -237,12 +252,10 @@ async def jscode2session(request: Request) -> HTTPResponse:
 @bp.post("/wxa/business/getuserphonenumber")
 async def getuserphonenumber(request: Request) -> HTTPResponse:
     redis = _redis(request)
-    await stat(redis, "getuserphonenumber")
-    appid, bad = await _token_app(request)
+    appid, data, bad = await _open_call(request, "getuserphonenumber")
     if bad:
         return bad
-    data = _json(request)
-    if data is None or not isinstance(data.get("code"), str):
+    if not isinstance(data.get("code"), str):
         return _wx(47001, "data format error")
     openid = await redis.get(state.phone_code_key(data["code"]))
     if fail := await _failure(request, "getuserphonenumber", openid):
@@ -269,13 +282,9 @@ async def getuserphonenumber(request: Request) -> HTTPResponse:
 async def getwxacodeunlimit(request: Request) -> HTTPResponse:
     """A real PNG (a QR code standing in for WeChat's round code) on success, JSON on failure."""
     redis = _redis(request)
-    await stat(redis, "getwxacodeunlimit")
-    appid, bad = await _token_app(request)
+    appid, data, bad = await _open_call(request, "getwxacodeunlimit")
     if bad:
         return bad
-    data = _json(request)
-    if data is None:
-        return _wx(47001, "data format error")
     if fail := await _failure(request, "getwxacodeunlimit"):
         return fail
     scene = data.get("scene")
@@ -309,13 +318,9 @@ def _link_key(link_id: str) -> str:
 
 async def _make_link(request: Request, api: str, kind: str) -> HTTPResponse:
     redis = _redis(request)
-    await stat(redis, api)
-    appid, bad = await _token_app(request)
+    appid, data, bad = await _open_call(request, api)
     if bad:
         return bad
-    data = _json(request)
-    if data is None:
-        return _wx(47001, "data format error")
     if fail := await _failure(request, api):
         return fail
     spec = data.get("jump_wxa", data) if kind == "scheme" else data
@@ -381,13 +386,9 @@ def _msgs_key(openid: str) -> str:
 async def subscribe_send(request: Request) -> HTTPResponse:
     """One send per accepted subscription; none left (or refused) → 43101."""
     redis = _redis(request)
-    await stat(redis, "subscribe_send")
-    appid, bad = await _token_app(request)
+    appid, data, bad = await _open_call(request, "subscribe_send")
     if bad:
         return bad
-    data = _json(request)
-    if data is None:
-        return _wx(47001, "data format error")
     openid = data.get("touser")
     if fail := await _failure(request, "subscribe_send", openid):
         return fail
@@ -422,13 +423,9 @@ async def subscribe_send(request: Request) -> HTTPResponse:
 async def msg_sec_check(request: Request) -> HTTPResponse:
     """Text moderation v2; the verdict is what the control endpoint set (default pass)."""
     redis = _redis(request)
-    await stat(redis, "msg_sec_check")
-    appid, bad = await _token_app(request)
+    appid, data, bad = await _open_call(request, "msg_sec_check")
     if bad:
         return bad
-    data = _json(request)
-    if data is None:
-        return _wx(47001, "data format error")
     if fail := await _failure(request, "msg_sec_check"):
         return fail
     content, scene, openid = data.get("content"), data.get("scene"), data.get("openid")
