@@ -12,7 +12,6 @@ import time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import jwt
 import orjson
 from redis.exceptions import RedisError
 from sanic import Blueprint, HTTPResponse, Request
@@ -107,49 +106,10 @@ async def get_sale(request: Request, sale_id: int) -> HTTPResponse:
     return respond(_out(sale, await service.remaining(app.ctx.redis, app.ctx.scripts, sale)))
 
 
-# Verified member tokens, per worker: token -> (member id, exp, iat, jti key, tier claim).
-_tokens: dict[str, tuple[int, float, float, str, str | None]] = {}
 _TOKENS_MAX = 100_000
 # Token -> monotonic time until which it counts as not revoked (per worker).
 _live_until: dict[str, float] = {}
 REVOCATION_CHECK_S = 1.0
-_jti_key = getattr(auth, "_jti_key", None)
-
-
-def _claims(request: Request, token: str) -> tuple[int, float, str, str | None]:
-    """(member id, iat, per-token revocation key, tier) of a valid member token."""
-    now = time.time()
-    hit = _tokens.get(token)
-    if hit is None or hit[1] <= now:
-        try:
-            claims = jwt.decode(
-                token,
-                request.app.ctx.settings.secret,
-                algorithms=["HS256"],
-                audience="member",
-                issuer=auth.ISSUER,
-                options={"require": ["exp", "iat", "sub", "aud"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("the token has expired; refresh it", code="TOKEN_EXPIRED") from None
-        except jwt.InvalidAudienceError:
-            raise Unauthorized(
-                "this token is not for this API", code="TOKEN_WRONG_AUDIENCE"
-            ) from None
-        except jwt.PyJWTError:
-            raise Unauthorized("the token is invalid", code="TOKEN_INVALID") from None
-        if len(_tokens) >= _TOKENS_MAX:
-            _tokens.clear()
-        jti = str(claims.get("jti", ""))
-        hit = (
-            int(claims["sub"]),
-            float(claims["exp"]),
-            float(claims["iat"]),
-            _jti_key(jti) if _jti_key else f"auth:revoked-jti:{jti}",
-            claims.get("tier"),
-        )
-        _tokens[token] = hit
-    return hit[0], hit[2], hit[3], hit[4]
 
 
 def _documents_body(model: Any) -> Any:
@@ -180,7 +140,8 @@ async def grab(request: Request, sale_id: int) -> HTTPResponse:
     if header[:7].lower() != "bearer " or len(header) < 8:
         raise Unauthorized("sign in first: Authorization: Bearer <token>", code="UNAUTHORIZED")
     token = header[7:].strip()
-    member_id, iat, jti_key, tier = _claims(request, token)
+    claims = auth.decode_access(app.ctx.settings, token, "member")
+    member_id, tier = int(claims["sub"]), claims.get("tier")
     # The same revocation checks as infra.auth.verify_access (one MGET through the
     # auto-pipeline); a token found live is not asked about again for REVOCATION_CHECK_S,
     # so a logout or a disabled account stops grabs within that second.
@@ -188,11 +149,11 @@ async def grab(request: Request, sale_id: int) -> HTTPResponse:
     if _live_until.get(token, 0.0) < now:
         try:
             revoked_before, jti_revoked = await scripts.execute(
-                "MGET", auth._revoked_key("member", member_id), jti_key
+                "MGET", *auth.revocation_keys("member", claims)
             )
         except RedisError:
             raise Unavailable("the sale cannot be reached right now; try again") from None
-        if (revoked_before is not None and iat <= float(revoked_before)) or jti_revoked:
+        if auth.is_revoked(claims, revoked_before, jti_revoked):
             raise Unauthorized("the token was revoked", code="TOKEN_REVOKED")
         if len(_live_until) >= _TOKENS_MAX:
             _live_until.clear()
@@ -264,7 +225,9 @@ async def pg_baseline_grab(request: Request, sale_id: int) -> HTTPResponse:
     if not request.app.ctx.settings.flashsale_bench_routes:
         raise NotFound(f"no such route: POST {request.path}")
     header = request.headers.get("authorization", "")
-    member_id = _claims(request, header[7:].strip())[0]
+    member_id = int(
+        auth.decode_access(request.app.ctx.settings, header[7:].strip(), "member")["sub"]
+    )
     order_no = await service.pg_baseline_grab(sale_id, member_id)
     return HTTPResponse(
         orjson.dumps({"order_no": order_no, "sale_id": sale_id, "quantity": 1}),
