@@ -49,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sanic.worker.loader import AppLoader
 
     from server.app import app_factory
-    from server.infra.redis import ensure_redis_url
+    from server.infra.redis import ensure_redis_url, stop_embedded_redis
 
     # Workers are spawned, not forked: a fork would inherit the embedded Redis handle.
     # Fix it now, before a library (tqdm's lock) makes the default context 'fork'.
@@ -85,7 +85,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         + (f"  WeChat sandbox {base}/_sandbox/wechat\n" if settings.sandbox_enabled else ""),
         flush=True,
     )
-    Sanic.serve(primary=app, app_loader=loader)
+    try:
+        Sanic.serve(primary=app, app_loader=loader)
+    finally:
+        stop_embedded_redis()
     return 0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -187,6 +189,20 @@ def test_demo_runs_with_no_configuration(tmp_path_factory: pytest.TempPathFactor
         _demo_pickup_walkthrough(proc.base_url)
     finally:
         proc.stop()
+    assert _processes_in(cwd / ".haodian") == [], "the embedded Redis outlived `haodian serve`"
+
+
+def _processes_in(directory: Path) -> list[int]:
+    """Pids of processes whose working directory is `directory` (the embedded Redis runs there)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if Path(os.readlink(entry / "cwd")) == directory.resolve():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def _demo_pickup_walkthrough(base: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker
 from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
 
 from server.settings import Settings
 
@@ -116,4 +117,7 @@ async def _run(settings: Settings) -> None:
     except asyncio.CancelledError:
         pass
     finally:
-        await worker.close()
+        try:
+            await worker.close()
+        except RedisError:
+            pass  # Redis is already gone (the demo stops its embedded server on the way out)

