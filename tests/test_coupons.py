@@ -21,6 +21,7 @@ from server.coupons import service as cs
 from server.coupons.models import Coupon, CouponStatus, CouponTemplate, WriteOff
 from server.identity.models import Member, Operator
 from server.infra.auth import encode_access
+from server.infra.clock import SHANGHAI, utcnow
 from server.infra.redis import Scripts
 from server.orders import service as orders
 from server.orders.models import OrderKind, OrderStatus
@@ -254,7 +255,7 @@ async def test_expired_coupons_are_listed_as_expired(
     t = await make_template(api, op)
     _, m = await new_member(database)
     c = await claim(api, m, t["id"])
-    await Coupon.filter(id=c["id"]).update(valid_until=cs.now_utc() - timedelta(seconds=1))
+    await Coupon.filter(id=c["id"]).update(valid_until=utcnow() - timedelta(seconds=1))
     expired = (await api.get("/api/v1/me/coupons?status=expired", headers=m)).json()["items"]
     assert [x["id"] for x in expired] == [c["id"]] and expired[0]["status"] == "expired"
     assert (await api.get("/api/v1/me/coupons?status=unused", headers=m)).json()["items"] == []
@@ -385,13 +386,13 @@ async def test_clerk_of_another_store_is_refused_and_revoke_rules(
     r = await api.post("/api/v1/staff/write-offs", json={"code": code}, headers=clerk_b)
     assert r.status_code == 201
     wo2 = r.json()["write_off"]["id"]
-    await WriteOff.filter(id=wo2).update(created_at=cs.now_utc() - timedelta(minutes=11))
+    await WriteOff.filter(id=wo2).update(created_at=utcnow() - timedelta(minutes=11))
     r = await api.post(f"/api/v1/staff/write-offs/{wo2}/revoke", json={}, headers=manager_b)
     assert r.status_code == 409 and error_code(r) == "REVOKE_WINDOW_PASSED"
     assert (await Coupon.get(id=c["id"])).status == CouponStatus.USED
 
     # The day's list of store B shows both, one revoked; store A's list shows neither.
-    day = cs.now_utc().astimezone(cs.TZ).date().isoformat()
+    day = utcnow().astimezone(SHANGHAI).date().isoformat()
     r = await api.get(f"/api/v1/staff/write-offs?date={day}", headers=clerk_b)
     body = r.json()
     assert {i["id"] for i in body["items"]} >= {wo_id} and body["count"] >= 0

@@ -35,13 +35,12 @@ from server.coupons.models import (
     CouponTemplate,
     WriteOff,
 )
-from server.infra.clock import SHANGHAI, utcnow
+from server.infra.clock import SHANGHAI, iso_local, utcnow
 from server.infra.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from server.orders import service as orders_service
 from server.orders.models import Order
 
 LUA = Path(__file__).parent / "lua"
-TZ = SHANGHAI
 CODE_TTL = 60  # seconds a write-off code lives
 CODE_PREFIX = "HD1"
 DIGITS_LEN = 12
@@ -72,14 +71,6 @@ class AlreadyUsed(Conflict):
 
 class StoreNotAllowed(Forbidden):
     code = "STORE_NOT_ALLOWED"
-
-
-def now_utc() -> datetime:
-    return utcnow()
-
-
-def iso(dt: datetime | None) -> str | None:
-    return dt.astimezone(TZ).isoformat() if dt else None
 
 
 def yuan(fen: int) -> str:
@@ -144,8 +135,8 @@ def template_out(t: CouponTemplate) -> dict[str, Any]:
         "remaining": t.remaining,
         "per_member_limit": t.per_member_limit,
         "valid_days": t.valid_days,
-        "valid_from": iso(t.valid_from),
-        "valid_until": iso(t.valid_until),
+        "valid_from": iso_local(t.valid_from),
+        "valid_until": iso_local(t.valid_until),
         "channel": t.channel.value,
         "store_ids": t.store_ids,
         "active": t.active,
@@ -254,7 +245,7 @@ async def claim(
     A disabled member's tokens are revoked by identity, so the member row is read only when
     the template is limited to some tiers."""
     t = await cached_template(template_id)
-    now = now_utc()
+    now = utcnow()
     tier = await _member_tier(member_id) if t.audience_tiers else None
     reason = _claim_window_reason(t, now, tier)
     if reason:
@@ -369,7 +360,7 @@ _register_merge_mover()
 
 
 async def center(scripts: Any, member_id: int) -> list[dict[str, Any]]:
-    now = now_utc()
+    now = utcnow()
     tier = await _member_tier(member_id)
     templates = await CouponTemplate.filter(active=True, in_center=True).order_by("-id").limit(200)
     mine = dict(
@@ -410,7 +401,7 @@ async def center(scripts: Any, member_id: int) -> list[dict[str, Any]]:
 
 
 def coupon_status(c: Coupon, now: datetime | None = None) -> str:
-    now = now or now_utc()
+    now = now or utcnow()
     if c.status == CouponStatus.UNUSED and now >= c.valid_until:
         return "expired"
     return c.status.value
@@ -424,17 +415,17 @@ def coupon_out(c: Coupon, t: CouponTemplate, now: datetime | None = None) -> dic
         "kind": t.kind.value,
         "value_text": value_text(t),
         "status": coupon_status(c, now),
-        "valid_from": iso(c.valid_from),
-        "valid_until": iso(c.valid_until),
+        "valid_from": iso_local(c.valid_from),
+        "valid_until": iso_local(c.valid_until),
         "channel": t.channel.value,
         "store_ids": t.store_ids,
-        "used_at": iso(c.used_at),
+        "used_at": iso_local(c.used_at),
         "used_channel": c.used_channel,
     }
 
 
 async def my_coupons(member_id: int, status: str = "all") -> list[dict[str, Any]]:
-    now = now_utc()
+    now = utcnow()
     q = Coupon.filter(member_id=member_id).prefetch_related("template")
     if status == "unused":
         q = q.filter(status=CouponStatus.UNUSED, valid_until__gt=now)
@@ -576,7 +567,7 @@ async def write_off(
     if c is None or c.member_id != member_id:
         raise CodeInvalid("the code does not match a coupon")
     t = c.template
-    now = now_utc()
+    now = utcnow()
     if c.status == CouponStatus.USED:
         raise AlreadyUsed("this coupon has already been used")
     if c.status == CouponStatus.LOCKED:
@@ -630,8 +621,8 @@ async def write_off_out(wo: WriteOff, t: CouponTemplate | None = None) -> dict[s
         "member": await member_display(wo.member_id),
         "store_id": wo.store_id,
         "staff_id": wo.staff_id,
-        "at": iso(wo.created_at),
-        "revoked_at": iso(wo.revoked_at),
+        "at": iso_local(wo.created_at),
+        "revoked_at": iso_local(wo.revoked_at),
         "revoke_reason": wo.revoke_reason,
     }
 
@@ -647,7 +638,7 @@ async def revoke_write_off(
         raise StoreNotAllowed("this write-off was made at another store")
     if staff.role != "manager":
         raise Forbidden("only a store manager can revoke a write-off", code="MANAGER_REQUIRED")
-    now = now_utc()
+    now = utcnow()
     if now - wo.created_at > timedelta(minutes=window_minutes):
         raise Conflict(
             f"write-offs can be revoked within {window_minutes} minutes only",
@@ -679,8 +670,8 @@ async def list_write_offs(
         if store_id not in stores:
             raise StoreNotAllowed("you are not staff of that store")
         stores = [store_id]
-    day = day or now_utc().astimezone(TZ).date()
-    start = datetime(day.year, day.month, day.day, tzinfo=TZ)
+    day = day or utcnow().astimezone(SHANGHAI).date()
+    start = datetime(day.year, day.month, day.day, tzinfo=SHANGHAI)
     rows = (
         await WriteOff.filter(
             store_id__in=stores, created_at__gte=start, created_at__lt=start + timedelta(days=1)
@@ -844,7 +835,7 @@ async def quote_coupons(
         .using_db(connection)
         .prefetch_related("template")
     }
-    now = now_utc()
+    now = utcnow()
     lock = CouponLock(discount_fen=0)
     for cid in ids:
         c = coupons.get(cid)
@@ -900,7 +891,7 @@ async def mark_coupons_used_for_paid_order(order: Order, connection: Any) -> int
         .using_db(connection)
         .update(
             status=CouponStatus.USED,
-            used_at=now_utc(),
+            used_at=utcnow(),
             used_channel="online",
             used_store_id=order.store_id,
         )  # type: ignore[attr-defined]
@@ -1019,7 +1010,7 @@ async def run_issuance(
         if inserted < len(todo):
             return i  # out of stock: stopped at the first member left without a coupon
     if i.position >= i.total:
-        await CouponIssuance.filter(id=i.id).update(status="done", finished_at=now_utc())
+        await CouponIssuance.filter(id=i.id).update(status="done", finished_at=utcnow())
         i = await get_issuance(i.id)
     return i
 
@@ -1032,7 +1023,7 @@ async def _issue_batch(
     known: set[int],
     give: list[int],
 ) -> int:
-    valid_from, valid_until = _validity(t, now_utc())
+    valid_from, valid_until = _validity(t, utcnow())
     inserted = 0
     async with in_transaction() as conn:
         if give:

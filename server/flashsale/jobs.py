@@ -15,13 +15,14 @@ import asyncio
 import logging
 import socket
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from redis.exceptions import ResponseError
 
 from server.flashsale import service
 from server.flashsale.models import FlashSale, SaleState
+from server.infra.clock import utcnow
 from server.infra.redis import Scripts
 from server.settings import Settings
 
@@ -45,7 +46,7 @@ class Consumer:
         self.sweep_at = 0.0
 
     async def refresh_sales(self) -> None:
-        since = datetime.now(UTC) - DRAIN_AFTER_END
+        since = utcnow() - DRAIN_AFTER_END
         sales = await FlashSale.filter(state=SaleState.ON, ends_at__gt=since).select_related(
             "sku__product"
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 from redis.exceptions import RedisError
@@ -22,6 +21,7 @@ from server.flashsale import service
 from server.flashsale.models import FlashReservation, FlashSale
 from server.flashsale.schemas import GrabIn, GrabOut, SaleIn, SaleList, SaleOut
 from server.infra import auth
+from server.infra.clock import SHANGHAI
 from server.infra.errors import (
     AppError,
     BadRequest,
@@ -33,7 +33,6 @@ from server.infra.errors import (
 from server.infra.http import body, respond, returns
 
 bp = Blueprint("flashsale", url_prefix="/api/v1")
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def _out(sale: FlashSale, left: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from tortoise.transactions import in_transaction
 
 from server.catalog.models import Sku
 from server.flashsale.models import FlashReservation, FlashSale, ReservationState, SaleState
+from server.infra.clock import utcnow
 from server.infra.errors import Conflict, NotFound, RateLimited, Unavailable, ValidationFailed
 from server.infra.redis import Scripts
 from server.orders.models import Order, OrderKind
@@ -89,7 +90,7 @@ async def create_sale(
 ) -> FlashSale:
     if ends_at <= starts_at:
         raise ValidationFailed("ends_at must be after starts_at")
-    if ends_at <= datetime.now(UTC):
+    if ends_at <= utcnow():
         raise ValidationFailed("ends_at is in the past")
     sku = await Sku.filter(id=sku_id).select_related("product").first()
     if sku is None:
@@ -134,7 +135,7 @@ async def remaining(redis: Any, scripts: Scripts, sale: FlashSale) -> int:
 
 
 def status_of(sale: FlashSale, left: int, now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     if sale.state == SaleState.CANCELLED:
         return "cancelled"
     if now >= sale.ends_at:
@@ -146,7 +147,7 @@ def status_of(sale: FlashSale, left: int, now: datetime | None = None) -> str:
 
 async def list_sales(redis: Any, scripts: Scripts) -> list[tuple[FlashSale, int]]:
     """Upcoming and live sales, soonest first, each with its units left."""
-    now = datetime.now(UTC)
+    now = utcnow()
     sales = await FlashSale.filter(state=SaleState.ON, ends_at__gt=now).order_by("starts_at", "id")
     return [(s, await remaining(redis, scripts, s)) for s in sales]
 
@@ -443,7 +444,7 @@ async def materialise(sale: FlashSale, sku_name: str, entry: dict[str, str]) -> 
                 idem_key=key,
                 member_slot=None,
                 state=ReservationState.REJECTED,
-                released_at=datetime.now(UTC),
+                released_at=utcnow(),
                 using_db=conn,
             )
         log.warning("reservation rejected by the database", extra={"order_no": order_no})
@@ -463,7 +464,7 @@ async def _release_on_cancel(order: Order, conn: Any) -> None:
     await (
         FlashReservation.filter(order_no=order.order_no, state=ReservationState.HELD)
         .using_db(conn)
-        .update(state=ReservationState.RELEASED, released_at=datetime.now(UTC), member_slot=None)
+        .update(state=ReservationState.RELEASED, released_at=utcnow(), member_slot=None)
     )
 
 

@@ -15,13 +15,11 @@ Rules only; no Sanic here. Other domains call:
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 from tortoise import Tortoise
@@ -42,6 +40,7 @@ from server.identity.models import (
 )
 from server.identity.sealing import lookup_hash, mask_phone, seal, unseal
 from server.infra import auth
+from server.infra.clock import SHANGHAI, utcnow
 from server.infra.errors import (
     Conflict,
     Forbidden,
@@ -57,7 +56,6 @@ from server.wechat.client import Session, WeChatClient
 log = logging.getLogger("haodian.identity")
 
 OPERATOR_ROLES = ("admin", "marketing", "store_ops")
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 # ================================================================================================
@@ -311,10 +309,6 @@ async def _merge_tx(
 # ================================================================================================
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 async def _resolve_once(
     redis: Redis | None, settings: Settings, appid: str, session: Session
 ) -> tuple[Member, bool]:
@@ -347,7 +341,7 @@ async def _resolve_once(
         await WeChatIdentity.filter(id=ident.id).update(
             session_key_sealed=sealed,
             unionid=unionid or ident.unionid,
-            last_login_at=_now(),
+            last_login_at=utcnow(),
             member_id=member.id,
         )
         return member, False
@@ -366,7 +360,7 @@ async def _resolve_once(
             unionid=session.unionid,
             member_id=member.id,
             session_key_sealed=sealed,
-            last_login_at=_now(),
+            last_login_at=utcnow(),
             using_db=conn,
         )
     return member, created

@@ -19,3 +19,9 @@ def local(dt: datetime | None) -> datetime | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(SHANGHAI)
+
+
+def iso_local(dt: datetime | None) -> str | None:
+    """ISO 8601 in Asia/Shanghai with its offset (how API answers show times)."""
+    shown = local(dt)
+    return shown.isoformat() if shown else None

@@ -11,11 +11,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise.transactions import in_transaction
 
+from server.infra.clock import utcnow
 from server.infra.errors import Conflict, NotFound, ValidationFailed
 from server.orders.models import Order, OrderEvent, OrderKind, OrderLine, OrderStatus
 
@@ -37,7 +38,7 @@ DEFAULT_PAY_TIMEOUT = timedelta(minutes=15)
 
 def new_order_no(now: datetime | None = None) -> str:
     """Time-ordered, unique with overwhelming odds (the DB enforces it), valid out_trade_no."""
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     return f"{now:%y%m%d%H%M%S}{now.microsecond // 1000:03d}{secrets.randbelow(10**8):08d}"
 
 
@@ -117,7 +118,7 @@ async def create_order(
             discount_fen=discount_fen,
             fee_fen=fee_fen,
             payable_fen=payable,
-            pay_deadline=datetime.now(UTC) + pay_timeout,
+            pay_deadline=utcnow() + pay_timeout,
             source=source,
             using_db=conn,
         )

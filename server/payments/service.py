@@ -14,6 +14,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from server.coupons import service as coupons
@@ -280,17 +281,13 @@ async def sweep(settings: Settings, *, limit: int = 200) -> dict[str, int]:
             )
 
     quiet_since = now - timedelta(seconds=settings.payment_query_after_seconds)
+    # Prepaid, still unpaid, and not asked about for a while (never, or long enough ago).
     quiet = (
-        await Payment.filter(
-            order__status=S.PENDING_PAYMENT,
-            created_at__lte=quiet_since,
+        await Payment.filter(order__status=S.PENDING_PAYMENT)
+        .filter(
+            Q(last_queried_at__isnull=True, created_at__lte=quiet_since)
+            | Q(last_queried_at__lte=quiet_since)
         )
-        .filter(last_queried_at__isnull=True)
-        .limit(limit)
-        .prefetch_related("order")
-    )
-    quiet += (
-        await Payment.filter(order__status=S.PENDING_PAYMENT, last_queried_at__lte=quiet_since)
         .limit(limit)
         .prefetch_related("order")
     )

@@ -22,13 +22,13 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
-from zoneinfo import ZoneInfo
 
 import httpx
 from wechatpayv3.async_ import AsyncWeChatPay
 from wechatpayv3.async_.type import WeChatPayType
 from wechatpayv3.utils import load_public_key, rsa_verify
 
+from server.infra.clock import SHANGHAI
 from server.infra.errors import AppError
 from server.settings import Settings
 from server.wechat.pay_keys import PayConfig, PayNotConfigured, pay_config
@@ -53,7 +53,6 @@ __all__ = [
 
 log = logging.getLogger("haodian.wechatpay")
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
 SIGNTEST_PREFIX = "WECHATPAY/SIGNTEST/"
 NOTIFY_MAX_SKEW = 300  # seconds a notification's timestamp may differ from our clock

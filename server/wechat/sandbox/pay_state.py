@@ -21,7 +21,6 @@ import weakref
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -31,11 +30,11 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.exceptions import WatchError
 
+from server.infra.clock import SHANGHAI
 from server.wechat.pay_keys import PayConfig
 
 log = logging.getLogger("haodian.sandbox.pay")
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 PREFIX = "sandbox:pay:"
 TTL = 7 * 86400
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
