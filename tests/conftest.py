@@ -136,7 +136,8 @@ class ServerProcess:
         self.log_path = log_path
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")}
         full_env.update(env)
-        full_env.setdefault("HAODIAN_PUBLIC_URL", self.base_url)
+        if listen:
+            full_env.setdefault("HAODIAN_PUBLIC_URL", self.base_url)
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [
@@ -166,6 +167,13 @@ class ServerProcess:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"server not ready in {timeout}s:\n{self.logs()[-4000:]}")
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit code, once the process ends by itself within `timeout` seconds."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running:\n{self.logs()[-3000:]}") from None
 
     def logs(self) -> str:
         self._log.flush()

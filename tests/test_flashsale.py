@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -30,54 +29,23 @@ from server.infra.redis import Scripts
 from server.orders.models import Order, OrderStatus
 from server.orders.service import transition
 from server.settings import Settings
-from tests.conftest import ROOT, ServerProcess, error_code
+from tests.conftest import ROOT, ServerProcess, error_code, start_worker
 
 
-class Worker:
+def _worker(env: dict[str, str], log_dir: Path, name: str, **extra: str) -> ServerProcess:
     """A real `haodian worker` subprocess (the stream consumer lives there)."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str, **extra: str) -> None:
-        full = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")}
-        full |= env | {"HAODIAN_WORKER_NAME": name, "HAODIAN_FLASHSALE_CLAIM_IDLE_MS": "1000"}
-        full |= extra
-        self.log_path = log_dir / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "worker"],
-            env=full,
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def logs(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"worker still running:\n{self.logs()[-3000:]}") from None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
+    log_path = log_dir / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
+    return start_worker(
+        env, log_path, HAODIAN_WORKER_NAME=name, HAODIAN_FLASHSALE_CLAIM_IDLE_MS="1000", **extra
+    )
 
 
 @pytest.fixture
 def workers(env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
-    started: list[Worker] = []
+    started: list[ServerProcess] = []
 
-    def start(name: str, **extra: str) -> Worker:
-        w = Worker(env, tmp_path, name, **extra)
+    def start(name: str, **extra: str) -> ServerProcess:
+        w = _worker(env, tmp_path, name, **extra)
         started.append(w)
         return w
 
