@@ -9,7 +9,7 @@ from server.infra import auth
 from server.infra.http import body, respond, returns
 from server.orders import pickup, service
 from server.orders.idempotency import run_once
-from server.orders.models import Order, OrderLine
+from server.orders.models import Order
 from server.orders.schemas import (
     CancelIn,
     CompleteIn,
@@ -25,7 +25,7 @@ bp = Blueprint("orders", url_prefix="/api/v1")
 
 
 async def _view(order: Order, *, events: bool = False, show_pickup_code: bool = True) -> OrderOut:
-    lines = await OrderLine.filter(order_id=order.id).order_by("id")
+    lines = await service.order_lines(order)
     evs = await service.order_events(order) if events else None
     return order_out(order, lines, evs, show_pickup_code=show_pickup_code)
 
@@ -62,7 +62,7 @@ async def place_order(request: Request, payload: PickupOrderIn) -> HTTPResponse:
 @auth.authenticated("member")
 @returns(OrderListOut)
 async def my_orders(request: Request) -> HTTPResponse:
-    orders = await Order.filter(member_id=request.ctx.principal.subject).order_by("-id").limit(50)
+    orders = await service.member_orders(request.ctx.principal.subject)
     return respond(OrderListOut(items=[await _view(o) for o in orders]))
 
 

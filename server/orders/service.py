@@ -218,5 +218,14 @@ async def transition(
         return await _apply(conn)
 
 
+async def member_orders(member_id: int, limit: int = 50) -> list[Order]:
+    """A shopper's latest orders, newest first."""
+    return await Order.filter(member_id=member_id).order_by("-id").limit(limit)
+
+
+async def order_lines(order: Order) -> list[OrderLine]:
+    return await OrderLine.filter(order_id=order.id).order_by("id")
+
+
 async def order_events(order: Order) -> list[OrderEvent]:
     return await OrderEvent.filter(order_id=order.id).order_by("id")

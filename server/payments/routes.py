@@ -11,7 +11,7 @@ from server.infra import auth
 from server.infra.http import body, respond
 from server.payments import service
 from server.payments.schemas import RefundIn, RefundOut
-from server.wechat.pay import PayNotificationRejected, get_wechatpay
+from server.wechat.pay import PayNotificationRejected
 
 log = logging.getLogger("haodian.payments")
 
@@ -23,19 +23,11 @@ async def wechat_notify(request: Request) -> HTTPResponse:
     """WeChat Pay's notification: verified before anything is read, applied at most once.
 
     204 accepts it; only a failure on our side answers 5xx so that WeChat retries."""
-    settings = request.app.ctx.settings
     try:
-        event = get_wechatpay(settings).parse_notification(request.headers, request.body)
+        await service.handle_notification(request.app.ctx.settings, request.headers, request.body)
     except PayNotificationRejected as exc:
         log.warning("notification rejected", extra={"reason": exc.message})
         return respond({"code": "FAIL", "message": "rejected"}, status=401)
-    event_type = str(event.get("event_type", ""))
-    resource = event["resource"]
-    notice_id = str(event.get("id", ""))
-    if event_type.startswith("TRANSACTION."):
-        await service.apply_transaction(settings, resource, source="notify", notice_id=notice_id)
-    elif event_type.startswith("REFUND."):
-        await service.apply_refund_notification(resource, notice_id)
     return empty(status=204)
 
 

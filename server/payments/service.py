@@ -82,6 +82,19 @@ async def prepay(settings: Settings, order: Order, appid: str | None = None) -> 
 # -- applying what WeChat says ------------------------------------------------------------------
 
 
+async def handle_notification(settings: Settings, headers: Any, body: bytes) -> None:
+    """Verify a WeChat Pay notification (PayNotificationRejected when it does not verify),
+    then apply it: a payment or a refund result, each at most once."""
+    event = get_wechatpay(settings).parse_notification(headers, body)
+    event_type = str(event.get("event_type", ""))
+    resource = event["resource"]
+    notice_id = str(event.get("id", ""))
+    if event_type.startswith("TRANSACTION."):
+        await apply_transaction(settings, resource, source="notify", notice_id=notice_id)
+    elif event_type.startswith("REFUND."):
+        await apply_refund_notification(resource, notice_id)
+
+
 async def _notice(
     notice_id: str,
     event_type: str,
