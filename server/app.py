@@ -12,6 +12,7 @@ from sanic.exceptions import SanicException
 from sanic_ext import Extend
 
 from server.infra import db
+from server.infra.auth import RevocationWatch
 from server.infra.errors import AppError
 from server.infra.http import respond
 from server.infra.jobs import job_pool
@@ -103,6 +104,11 @@ def create_app(settings: Settings | None = None) -> Sanic:
     @app.before_server_start
     async def _start(app: Sanic) -> None:
         ensure_redis_url(settings)
+        # Sanic reads client addresses from proxy headers only when configured to (the
+        # SANIC_ settings); without that, `request.ip` is the client and hot paths skip the
+        # forwarded-header parsing.
+        cfg = app.config
+        app.ctx.behind_proxy = bool(cfg.FORWARDED_SECRET or cfg.REAL_IP_HEADER or cfg.PROXIES_COUNT)
         await db.init_db(settings)
         try:
             # Open this worker's connection before requests arrive: Tortoise does not release
@@ -113,6 +119,10 @@ def create_app(settings: Settings | None = None) -> Sanic:
             log.warning("database not reachable at start-up: %s", type(exc).__name__)
         app.ctx.redis = make_client(settings.redis_url or "")
         app.ctx.scripts = Scripts(app.ctx.redis)
+        app.ctx.revocations = RevocationWatch(
+            app.ctx.redis, app.ctx.scripts, fact_ttl_s=settings.access_token_ttl + 60
+        )
+        app.ctx.revocations.start()
         app.ctx.limits = RateLimits(settings.redis_url or "")
         app.ctx.jobs = await job_pool(settings.redis_url or "")
         for hook in _startup_hooks:
@@ -123,6 +133,8 @@ def create_app(settings: Settings | None = None) -> Sanic:
         for hook in _shutdown_hooks:
             await hook(app)
         await app.ctx.jobs.aclose()
+        await app.ctx.revocations.close()
+        await app.ctx.scripts.aclose()
         await app.ctx.redis.aclose()
         await db.close_db()
 

@@ -320,8 +320,8 @@ def _redis_benchmark(redis_url: str, sale_id: int, n: int = 200_000) -> float:
         cmd += ["-a", kw["password"]]
     cmd += [
         "EVALSHA", sha, "6", k["meta"], k["stock"], k["buyers"], k["reqs"], k["stream"],
-        f"{tag}:rl:bench", "__rand_int__", "__rand_int__", "1", f"FS{sale_id}-", "",
-        "1000000000", "1000000000", "127.0.0.1",
+        f"{tag}:rl:bench", f"FS{sale_id}-", "1000000000", "1000000000",
+        "__rand_int__", "__rand_int__", "1", "", "127.0.0.1",
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     m = re.search(r"([\d.]+) requests per second", out)

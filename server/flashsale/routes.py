@@ -8,7 +8,6 @@ cached per worker until the token expires; revocation is still checked on every 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -105,12 +104,6 @@ async def get_sale(request: Request, sale_id: int) -> HTTPResponse:
     return respond(_out(sale, await service.remaining(app.ctx.redis, app.ctx.scripts, sale)))
 
 
-_TOKENS_MAX = 100_000
-# Token -> monotonic time until which it counts as not revoked (per worker).
-_live_until: dict[str, float] = {}
-REVOCATION_CHECK_S = 1.0
-
-
 def _documents_body(model: Any) -> Any:
     """openapi.body without its per-request wrapper (the grab parses its body itself)."""
 
@@ -134,29 +127,17 @@ async def grab(request: Request, sale_id: int) -> HTTPResponse:
     the member or the address sends too many. A repeated Idempotency-Key gets the first
     answer and takes nothing more."""
     app = request.app
-    scripts = app.ctx.scripts
     header = request.headers.get("authorization", "")
     if header[:7].lower() != "bearer " or len(header) < 8:
         raise Unauthorized("sign in first: Authorization: Bearer <token>", code="UNAUTHORIZED")
     token = header[7:].strip()
-    claims = auth.decode_access(app.ctx.settings, token, "member")
-    member_id, tier = int(claims["sub"]), claims.get("tier")
-    # The same revocation checks as infra.auth.verify_access (one MGET through the
-    # auto-pipeline); a token found live is not asked about again for REVOCATION_CHECK_S,
-    # so a logout or a disabled account stops grabs within that second.
-    now = time.monotonic()
-    if _live_until.get(token, 0.0) < now:
-        try:
-            revoked_before, jti_revoked = await scripts.execute(
-                "MGET", *auth.revocation_keys("member", claims)
-            )
-        except RedisError:
-            raise Unavailable("the sale cannot be reached right now; try again") from None
-        if auth.is_revoked(claims, revoked_before, jti_revoked):
-            raise Unauthorized("the token was revoked", code="TOKEN_REVOKED")
-        if len(_live_until) >= _TOKENS_MAX:
-            _live_until.clear()
-        _live_until[token] = now + REVOCATION_CHECK_S
+    settings = app.ctx.settings
+    claims = auth.decode_access(settings, token, "member")
+    # The revocation checks of infra.auth.verify_access, answered from this worker's
+    # RevocationWatch: no Redis round trip for a token already seen.
+    watch = app.ctx.revocations
+    if not watch.trusted("member", token, claims):
+        await watch.confirm("member", token, claims)
 
     key = request.headers.get("idempotency-key", "")
     if not 0 < len(key) <= 128:
@@ -177,19 +158,18 @@ async def grab(request: Request, sale_id: int) -> HTTPResponse:
                 "invalid body: quantity: must be a whole number from 1 to 100",
                 details=[{"field": "quantity", "message": "a whole number from 1 to 100"}],
             )
-    settings = app.ctx.settings
     try:
         got = await service.grab(
             app.ctx.redis,
-            scripts,
+            app.ctx.scripts,
             sale_id=sale_id,
-            member_id=member_id,
+            member_id=int(claims["sub"]),
             idem_key=key,
             quantity=quantity,
-            ip=request.remote_addr or request.ip,
+            ip=request.client_ip if app.ctx.behind_proxy else request.ip,
             member_rps=settings.flashsale_member_rps,
             ip_rps=settings.flashsale_ip_rps,
-            tier=tier,
+            tier=claims.get("tier"),
         )
     except RedisError:
         raise Unavailable("the sale cannot be reached right now; try again") from None

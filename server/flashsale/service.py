@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -159,8 +159,7 @@ async def all_sales(limit: int = 200) -> list[FlashSale]:
 # -- the grab (hot path) -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Grabbed:
+class Grabbed(NamedTuple):  # a NamedTuple: the hot path builds one per grab, cheaply
     order_no: str
     quantity: int
     replayed: bool
@@ -180,16 +179,18 @@ _ERRORS: dict[bytes, tuple[type, str, str]] = {
 _missing: dict[int, float] = {}
 
 
-_keys_cache: dict[int, tuple[int, list[str]]] = {}
+_keys_cache: dict[tuple[int, int, int], tuple[int, list[str], tuple[Any, ...]]] = {}
 
 
-def _grab_keys(sale_id: int) -> list[str]:
-    """The grab script's KEYS for this second (the rate counters are one hash per second),
-    with the order-number prefix appended; built once per sale per second."""
+def _grab_head(sale_id: int, member_rps: int, ip_rps: int) -> tuple[list[str], tuple[Any, ...]]:
+    """The grab script's KEYS for this second (the rate counters are one hash per second)
+    and its fixed ARGV (order-number prefix, rate limits), built once per sale per second
+    and passed as the same objects, so `Scripts.fast` packs them once."""
     now = int(time.time())
-    hit = _keys_cache.get(sale_id)
+    cache_key = (sale_id, member_rps, ip_rps)
+    hit = _keys_cache.get(cache_key)
     if hit is not None and hit[0] == now:
-        return hit[1]
+        return hit[1], hit[2]
     if len(_keys_cache) > 10_000:
         _keys_cache.clear()
     tag = f"fs:{{{sale_id}}}"
@@ -200,10 +201,10 @@ def _grab_keys(sale_id: int) -> list[str]:
         tag + ":reqs",
         tag + ":stream",
         f"{tag}:rl:{now}",
-        f"FS{sale_id}-",
     ]
-    _keys_cache[sale_id] = (now, keys)
-    return keys
+    fixed = (f"FS{sale_id}-", member_rps, ip_rps)
+    _keys_cache[cache_key] = (now, keys, fixed)
+    return keys, fixed
 
 
 async def grab(
@@ -221,11 +222,10 @@ async def grab(
 ) -> Grabbed:
     """Run the grab script once (one round trip); warm the sale and retry if its keys are
     missing; look the member's tier up only for a tier-restricted sale."""
-    keys = _grab_keys(sale_id)
-    args = [member_id, idem_key, quantity, keys[-1], tier or "", member_rps, ip_rps, ip]
-    keys = keys[:-1]
+    keys, fixed = _grab_head(sale_id, member_rps, ip_rps)
+    args = [member_id, idem_key, quantity, tier or "", ip]
     for _ in range(3):
-        res = await scripts.fast(GRAB, keys, args)
+        res = await scripts.fast(GRAB, keys, args, fixed)
         if res[:3] == b"OK|":
             return Grabbed(res[3:].decode(), quantity, False)
         if res[:2] == b"R|":
@@ -255,7 +255,7 @@ async def grab(
             from server.identity.models import Member
 
             member = await Member.filter(id=member_id).only("id", "tier").first()
-            args[4] = (member.tier if member else "") or "regular"
+            args[3] = (member.tier if member else "") or "regular"
             continue
         raise Unavailable(f"unexpected answer from the stock script: {res!r}")
     raise Unavailable("the sale could not be loaded; try again", code="SALE_NOT_READY")

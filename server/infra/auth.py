@@ -20,11 +20,13 @@ from typing import Any, Literal
 import jwt
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sanic import Request
 from sanic_ext import openapi
 
-from server.infra.errors import Forbidden, Unauthorized
+from server.infra.errors import Forbidden, Unauthorized, Unavailable
 from server.infra.http import wraps_documented
+from server.infra.redis import Subscription
 from server.settings import Settings
 
 Audience = Literal["member", "staff", "operator"]
@@ -192,14 +194,134 @@ async def revoke_access(redis: Redis, claims: dict[str, Any]) -> None:
     """This one access token stops working (logout on one device); kept until it expires."""
     ttl = int(claims.get("exp", 0) - time.time()) + 1
     if claims.get("jti") and ttl > 0:
-        await redis.set(_jti_key(str(claims["jti"])), "1", ex=ttl)
+        jti = str(claims["jti"])
+        await _revoke(redis, _jti_key(jti), "1", ttl, f"jti {jti} {int(claims['exp'])}")
 
 
 async def revoke_all(redis: Redis, settings: Settings, audience: Audience, subject: int) -> None:
     """Every access token of this subject issued until now stops working."""
-    await redis.set(
-        _revoked_key(audience, subject), f"{time.time():.6f}", ex=settings.refresh_token_ttl
+    before = f"{time.time():.6f}"
+    await _revoke(
+        redis,
+        _revoked_key(audience, subject),
+        before,
+        settings.refresh_token_ttl,
+        f"sub {audience} {subject} {before}",
     )
+
+
+async def _revoke(redis: Redis, key: str, value: str, ttl: int, news: str) -> None:
+    """The key (what verify_access reads) and the news (what RevocationWatch hears) in one
+    MULTI, so a revocation is never recorded without being announced."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, value, ex=ttl)
+        pipe.publish(revocations_channel(redis), news)
+        await pipe.execute()
+
+
+def revocations_channel(redis: Any) -> str:
+    """Pub/sub is not per logical database, so the channel names the database: runs that
+    share a server on different databases never hear each other's revocations."""
+    pool = getattr(redis, "connection_pool", None)
+    db = pool.connection_kwargs.get("db", 0) if pool is not None else 0
+    return f"auth:revocations:{db}"
+
+
+class RevocationWatch:
+    """This process's view of token revocations, so a hot path (the flash-sale grab) can
+    check a token without a Redis round trip on every request.
+
+    Every revocation is a Redis key (the truth, which `verify_access` reads on each request)
+    and a message on `revocations_channel`. While subscribed, the watch keeps each message
+    as a fact (this subject's tokens before t are revoked; this jti is revoked). A token
+    found live by one MGET is then trusted for RECHECK_S, with the facts consulted on every
+    request, so a revocation counts here as soon as its message arrives. Facts only ever
+    grow, so a message that overtakes an MGET reply cannot be lost. Not subscribed
+    (starting, reconnecting, or a cluster client) a token is re-read at most FALLBACK_S
+    later; losing the subscription forgets every trusted token at once, since messages
+    may have been missed.
+    """
+
+    RECHECK_S = 60.0
+    FALLBACK_S = 1.0
+    MAX_TOKENS = 100_000
+
+    def __init__(self, redis: Any, scripts: Any, fact_ttl_s: float) -> None:
+        self.scripts = scripts
+        self.fact_ttl_s = fact_ttl_s  # a subject fact outlives every token it can cover
+        self.subscribed = False
+        self.epoch = 0
+        self._live: dict[str, float] = {}  # token -> monotonic time it is trusted until
+        self._before: dict[tuple[str, str], tuple[float, float]] = {}  # -> (t, heard at)
+        self._jti: dict[str, float] = {}  # jti -> its token's exp
+        self._pruned = time.monotonic()
+        self.subscription = Subscription(
+            redis, revocations_channel(redis), self._heard, self._state
+        )
+
+    def start(self) -> None:
+        self.subscription.start()
+
+    async def close(self) -> None:
+        await self.subscription.close()
+
+    def trusted(self, audience: Audience, token: str, claims: dict[str, Any]) -> bool:
+        """True: live without asking Redis. False: ask `confirm`. Raises if a fact says
+        the token is revoked."""
+        if self._live.get(token, 0.0) < time.monotonic():
+            return False
+        if self._revoked(audience, claims):
+            raise Unauthorized("the token was revoked", code="TOKEN_REVOKED")
+        return True
+
+    async def confirm(self, audience: Audience, token: str, claims: dict[str, Any]) -> None:
+        """One MGET (auto-pipelined) of the token's revocation keys; remembered if live."""
+        epoch = self.epoch
+        try:
+            revoked_before, jti_revoked = await self.scripts.execute(
+                "MGET", *revocation_keys(audience, claims)
+            )
+        except RedisError:
+            raise Unavailable("cannot check the token right now; try again") from None
+        if is_revoked(claims, revoked_before, jti_revoked) or self._revoked(audience, claims):
+            raise Unauthorized("the token was revoked", code="TOKEN_REVOKED")
+        if len(self._live) >= self.MAX_TOKENS:
+            self._live.clear()
+        trust = self.RECHECK_S if self.subscribed and epoch == self.epoch else self.FALLBACK_S
+        self._live[token] = time.monotonic() + trust
+
+    def _revoked(self, audience: Audience, claims: dict[str, Any]) -> bool:
+        fact = self._before.get((audience, claims["sub"]))
+        if fact is not None and float(claims["iat"]) <= fact[0]:
+            return True
+        return bool(self._jti) and claims.get("jti") in self._jti
+
+    def _heard(self, news: str) -> None:
+        parts = news.split(" ")
+        now = time.monotonic()
+        if parts[0] == "sub" and len(parts) == 4:
+            key = (parts[1], parts[2])
+            before = float(parts[3])
+            old = self._before.get(key)
+            self._before[key] = (max(before, old[0]) if old else before, now)
+        elif parts[0] == "jti" and len(parts) == 3:
+            self._jti[parts[1]] = float(parts[2])
+        if now - self._pruned > 60:
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        self._pruned = now
+        wall = time.time()
+        self._jti = {j: exp for j, exp in self._jti.items() if exp > wall}
+        cutoff = now - self.fact_ttl_s
+        self._before = {k: v for k, v in self._before.items() if v[1] > cutoff}
+
+    def _state(self, subscribed: bool) -> None:
+        # Either way the trusted tokens go: on loss messages may be missed from now on; on
+        # (re)subscribing, what was trusted under the fallback is re-read once.
+        self.epoch += 1
+        self._live.clear()
+        self.subscribed = subscribed
 
 
 def bearer(request: Request) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 from collections import deque
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ class Scripts:
         self._cache: dict[Path, AsyncScript] = {}
         self._by_arg: dict[Path | str, AsyncScript] = {}
         self._pipe: _AutoPipeline | None = None
-        self._heads: dict[int, tuple[list[str], str, bytes, int]] = {}
+        self._heads: dict[int, tuple[list[str], str, bytes, int, tuple[Any, ...]]] = {}
 
     def get(self, path: Path | str) -> AsyncScript:
         script = self._by_arg.get(path)  # hot path: no filesystem call per request
@@ -108,26 +109,40 @@ class Scripts:
         """True when `fast` and `execute` use the auto-pipelined connection."""
         return _pipeline_kwargs(self.client) is not None
 
-    async def fast(self, path: Path | str, keys: list[str], args: list[Any]) -> Any:
+    def fast(
+        self,
+        path: Path | str,
+        keys: list[str],
+        args: list[Any],
+        fixed: tuple[Any, ...] = (),
+    ) -> Awaitable[Any]:
         """EVALSHA through the auto-pipeline; replies are bytes/int/list as hiredis gives them
-        (no decoding). NOSCRIPT is answered by one EVAL, which also caches the script."""
+        (no decoding). NOSCRIPT is answered by one EVAL, which also caches the script.
+
+        ARGV is `fixed` then `args`. The command's head (EVALSHA, sha, KEYS and the fixed
+        arguments) is packed once per keys list: callers on the hot path reuse one list and
+        one tuple while they stay the same, and only `args` are packed per call. Once
+        connected this returns the reply's future itself: no coroutine to create and resume
+        per call on the hot path."""
         pipe = self._pipeline()
         if pipe is None:
-            return _encode_reply(await self.run(path, keys, args))
+            return self._run_encoded(path, keys, [*fixed, *args])
         script = self.get(path)
-        # The command's head (EVALSHA, sha, KEYS) is packed once per keys list: callers on
-        # the hot path reuse one list while the keys stay the same.
         head = self._heads.get(id(keys))
-        if head is None or head[0] is not keys or head[1] != script.sha:
+        if head is None or head[0] is not keys or head[1] != script.sha or head[4] is not fixed:
             if len(self._heads) > 1000:
                 self._heads.clear()
-            packed = _pack_items(("EVALSHA", script.sha, len(keys), *keys))
-            head = (keys, script.sha, packed, 3 + len(keys))
+            packed = _pack_items(("EVALSHA", script.sha, len(keys), *keys, *fixed))
+            head = (keys, script.sha, packed, 3 + len(keys) + len(fixed), fixed)
             self._heads[id(keys)] = head
-        try:
-            return await pipe.send(b"*%d\r\n" % (head[3] + len(args)) + head[2] + _pack_items(args))
-        except NoScriptError:
-            return await pipe.call("EVAL", script.script, len(keys), *keys, *args)
+        command = b"*%d\r\n" % (head[3] + len(args)) + head[2] + _pack_items(args)
+        retry = (script.script, keys, fixed, args)
+        if pipe.protocol is None:
+            return pipe.send(command, retry)
+        return pipe.submit(command, retry)
+
+    async def _run_encoded(self, path: Path | str, keys: list[str], args: list[Any]) -> Any:
+        return _encode_reply(await self.run(path, keys, args))
 
     async def execute(self, *command: Any) -> Any:
         """Any other command through the same auto-pipeline (e.g. a GET next to a grab)."""
@@ -172,13 +187,14 @@ def _pack(args: tuple[Any, ...] | list[Any]) -> bytes:
 def _pack_items(args: tuple[Any, ...] | list[Any]) -> bytes:
     parts = []
     for a in args:
-        if isinstance(a, bytes):
+        t = type(a)
+        if t is bytes:
             b = a
-        elif isinstance(a, str):
+        elif t is str:
             b = a.encode()
         else:
-            b = str(a).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+            b = b"%d" % a if t is int else str(a).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
     return b"".join(parts)
 
 
@@ -203,11 +219,17 @@ class _RespProtocol(asyncio.Protocol):
             reply = reader.gets()
             if reply is False:
                 return
-            fut = waiters.popleft()
+            fut, retry = waiters.popleft()
             if fut.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 msg = str(reply)
+                if retry is not None and msg.startswith("NOSCRIPT"):
+                    # Redis lost its script cache (a restart): EVAL runs the script and
+                    # caches it again; the caller's future gets that answer.
+                    text, keys, fixed, args = retry
+                    self.owner.queue(fut, _pack(("EVAL", text, len(keys), *keys, *fixed, *args)))
+                    continue
                 exc_type = NoScriptError if msg.startswith("NOSCRIPT") else ResponseError
                 fut.set_exception(exc_type(msg))
             else:
@@ -222,7 +244,8 @@ class _AutoPipeline:
 
     def __init__(self, kwargs: dict[str, Any]) -> None:
         self.kwargs = kwargs
-        self.waiters: deque[asyncio.Future[Any]] = deque()
+        # One (reply future, EVAL fallback or None) per command written, in order.
+        self.waiters: deque[tuple[asyncio.Future[Any], Any]] = deque()
         self.buffer: list[bytes] = []
         self.protocol: _RespProtocol | None = None
         self.connecting: asyncio.Future[None] | None = None
@@ -255,7 +278,7 @@ class _AutoPipeline:
         if kw.get("db"):
             hello.append(_pack(("SELECT", kw["db"])))
         futs = [loop.create_future() for _ in hello]
-        self.waiters.extend(futs)
+        self.waiters.extend((f, None) for f in futs)
         if hello:
             assert protocol.transport is not None
             protocol.transport.write(b"".join(hello))
@@ -265,8 +288,8 @@ class _AutoPipeline:
     async def call(self, *args: Any) -> Any:
         return await self.send(_pack(args))
 
-    async def send(self, packed: bytes) -> Any:
-        """Queue one already RESP-encoded command for this tick's write; await its reply."""
+    async def send(self, packed: bytes, retry: Any = None) -> Any:
+        """Connect if need be, then `submit` and await the reply."""
         if self.protocol is None:
             if self.connecting is None:
                 self.connecting = asyncio.ensure_future(self._connect())
@@ -276,14 +299,21 @@ class _AutoPipeline:
                 self.connecting = None
                 raise
             self.connecting = None
-        loop = self.loop or asyncio.get_running_loop()
-        fut = loop.create_future()
-        self.waiters.append(fut)
+        return await self.submit(packed, retry)
+
+    def submit(self, packed: bytes, retry: Any = None) -> asyncio.Future[Any]:
+        """Queue one RESP-encoded command for this tick's write (connected only); the
+        future gets its reply."""
+        fut = (self.loop or asyncio.get_running_loop()).create_future()
+        self.queue(fut, packed, retry)
+        return fut
+
+    def queue(self, fut: asyncio.Future[Any], packed: bytes, retry: Any = None) -> None:
+        self.waiters.append((fut, retry))
         self.buffer.append(packed)
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            loop.call_soon(self._flush)
-        return await fut
+            (self.loop or asyncio.get_running_loop()).call_soon(self._flush)
 
     def _flush(self) -> None:
         self.flush_scheduled = False
@@ -298,7 +328,7 @@ class _AutoPipeline:
 
     def _fail(self, exc: Exception) -> None:
         while self.waiters:
-            fut = self.waiters.popleft()
+            fut, _retry = self.waiters.popleft()
             if not fut.done():
                 fut.set_exception(exc)
         self.buffer.clear()
@@ -312,3 +342,136 @@ class _AutoPipeline:
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.transport.close()
         self.protocol = None
+
+
+class Subscription:
+    """One pub/sub channel on a connection of its own, with no silent reconnects.
+
+    `on_message(data)` runs for each message; `on_state(True)` once Redis has confirmed the
+    subscription, `on_state(False)` the moment the connection is lost or stops answering
+    pings, since messages may go missing from then on. redis-py's PubSub re-subscribes
+    behind the caller's back after a drop, which is exactly what a cache kept current by
+    messages must not miss. Reconnects with back-off until `close()`. A client that is not
+    a plain one (Redis Cluster) never subscribes: the owner stays in its fallback."""
+
+    PING_S = 5.0
+
+    def __init__(
+        self,
+        client: Any,
+        channel: str,
+        on_message: Any,
+        on_state: Any,
+    ) -> None:
+        self.kwargs = _pipeline_kwargs(client)
+        self.channel = channel
+        self.on_message = on_message
+        self.on_state = on_state
+        self.task: asyncio.Task[None] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def start(self) -> None:
+        if self.kwargs is not None and self.task is None:
+            self.task = asyncio.ensure_future(self._run())
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+            self.task = None
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._session()
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # any failure means: not subscribed; try again
+                pass
+            finally:
+                if self.transport is not None:
+                    self.transport.close()
+                    self.transport = None
+                self.on_state(False)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _session(self) -> None:
+        loop = asyncio.get_running_loop()
+        kw = self.kwargs or {}
+        confirmed: asyncio.Future[None] = loop.create_future()
+        lost: asyncio.Future[None] = loop.create_future()
+        seen = [loop.time()]
+
+        def reply(value: Any) -> None:
+            seen[0] = loop.time()
+            if isinstance(value, hiredis.ReplyError):
+                if not confirmed.done():
+                    confirmed.set_exception(ResponseError(str(value)))
+                return
+            if isinstance(value, list) and value:
+                kind = value[0]
+                if kind == b"message" and len(value) == 3:
+                    self.on_message(value[2].decode())
+                elif kind == b"subscribe" and not confirmed.done():
+                    confirmed.set_result(None)
+
+        def gone() -> None:
+            if not lost.done():
+                lost.set_result(None)
+
+        proto = _SubProtocol(reply, gone)
+        timeout = kw.get("socket_connect_timeout") or 5
+        if kw.get("path"):
+            coro = loop.create_unix_connection(lambda: proto, kw["path"])
+        else:
+            coro = loop.create_connection(
+                lambda: proto, kw.get("host", "localhost"), kw.get("port", 6379)
+            )
+        transport, _ = await asyncio.wait_for(coro, timeout)
+        self.transport = transport  # type: ignore[assignment]
+        hello: list[bytes] = []
+        if kw.get("password"):
+            auth = (
+                ("AUTH", kw["username"], kw["password"])
+                if kw.get("username")
+                else ("AUTH", kw["password"])
+            )
+            hello.append(_pack(auth))
+        # Named, so an operator (or a test) can tell these connections apart in CLIENT LIST.
+        hello.append(_pack(("CLIENT", "SETNAME", f"haodian-sub-{self.channel}")))
+        hello.append(_pack(("SUBSCRIBE", self.channel)))
+        transport.write(b"".join(hello))
+        await asyncio.wait_for(asyncio.shield(confirmed), timeout)
+        self.on_state(True)
+        ping = _pack(("PING",))
+        while not lost.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(lost), self.PING_S)
+            except TimeoutError:
+                if loop.time() - seen[0] > 3 * self.PING_S:
+                    return  # no answer to two pings: treat the connection as dead
+                transport.write(ping)
+
+
+class _SubProtocol(asyncio.Protocol):
+    def __init__(self, reply: Any, gone: Any) -> None:
+        self.reply = reply
+        self.gone = gone
+        self.reader = hiredis.Reader()
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while True:
+            value = self.reader.gets()
+            if value is False:
+                return
+            self.reply(value)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone()
