@@ -1,9 +1,10 @@
 """Flash-sale routes: operators create and list sales; shoppers list them and grab.
 
 The grab is the hot path and is written for it: no pydantic, no ORM, no database, one
-Redis round trip for the grab script (plus the token-revocation GET, auto-pipelined
-with other requests' commands on the same connection). A verified token's claims are
-cached per worker until the token expires; revocation is still checked on every grab.
+Redis round trip (the grab script, auto-pipelined with other requests' commands on the
+same connection). A verified token's claims are cached per worker until the token
+expires; its revocation is answered by the worker's RevocationWatch, which reads Redis
+once per token and then hears every revocation as it happens.
 """
 
 from __future__ import annotations
