@@ -250,8 +250,13 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         for k, v in part["statuses"].items():
             statuses[k] = statuses.get(k, 0) + v
     seconds = sum(p["seconds"] for p in parts)
+    counts = [p["rps"] * p["seconds"] for p in parts]
     return {
-        "rps": sum(p["rps"] * p["seconds"] for p in parts) / seconds,
+        "cpu_us": {
+            k: sum(p["cpu_us"][k] * c for p, c in zip(parts, counts, strict=True)) / sum(counts)
+            for k in parts[0]["cpu_us"]
+        },
+        "rps": sum(counts) / seconds,
         "p50_ms": sum(p["p50_ms"] for p in parts) / len(parts),
         "p99_ms": sum(p["p99_ms"] for p in parts) / len(parts),
         "statuses": statuses,
@@ -275,18 +280,70 @@ def _wrk(
     if extra:
         # a run id keeps Idempotency-Keys unique across wrk runs (else a later run replays)
         cmd += ["--", *extra, uuid.uuid4().hex[:8]] if len(extra) >= 5 else ["--", *extra]
+    before = _cpu_now(args)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    after = _cpu_now(args)
     statuses = {int(a): int(b) for a, b in re.findall(r"^STATUS (-?\d+) (\d+)$", out, re.M)}
     p50, p99 = (float(x) for x in re.search(r"^LAT (\S+) (\S+)$", out, re.M).groups())  # type: ignore[union-attr]
     total, secs = re.search(r"^TOTAL (\d+) (\S+)$", out, re.M).groups()  # type: ignore[union-attr]
     secs_f = float(secs)
+    n = max(1, int(total))
     return {
+        "cpu_us": {k: (after[k] - before[k]) * 1e6 / n for k in after},
         "rps": int(total) / secs_f,
         "p50_ms": p50,
         "p99_ms": p99,
         "statuses": statuses,
         "seconds": secs_f,
     }
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+
+def _cpu_now(args: argparse.Namespace) -> dict[str, float]:
+    """CPU seconds used so far by the server's processes, Redis (when it runs here) and the
+    load generator (wrk ran as our child), so each measurement can say what one request
+    cost each of them: the part of the ratio that a busy, shared machine does not blur."""
+    import resource
+
+    group = getattr(args, "server_group", None)
+    server = 0.0
+    if group is not None:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.getpgid(int(entry.name)) == group:
+                        server += _proc_cpu(int(entry.name))
+                except OSError:
+                    continue
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    redis_pid = getattr(args, "redis_pid", None)
+    return {
+        "server": server,
+        "redis": _proc_cpu(redis_pid) if redis_pid else 0.0,
+        "wrk": child.ru_utime + child.ru_stime,
+    }
+
+
+def _local_redis_pid(redis_url: str) -> int | None:
+    """The Redis server's pid when it runs on this machine (for its CPU figure)."""
+    import redis as sync_redis
+
+    try:
+        pid = int(sync_redis.Redis.from_url(redis_url).info("server")["process_id"])
+        comm = Path(f"/proc/{pid}/comm").read_text()
+    except (OSError, KeyError, ValueError, sync_redis.RedisError):
+        return None
+    return pid if comm.startswith("redis") else None
 
 
 def _redis_benchmark(redis_url: str, sale_id: int, n: int = 200_000) -> float:
@@ -405,6 +462,8 @@ def run(args: argparse.Namespace) -> int:
             start_new_session=True,
         )
         _wait_ready(base, server, workdir / "server.log")
+        args.server_group = server.pid  # its own session: the workers share its group
+        args.redis_pid = _local_redis_pid(redis_url)
         grab_lua = workdir / "grab.lua"
         grab_lua.write_text(WRK_LUA)
         get_lua = workdir / "get.lua"
@@ -496,6 +555,7 @@ def run(args: argparse.Namespace) -> int:
 
     def row(name: str, r: dict[str, Any], ok: int) -> dict[str, Any]:
         return {
+            **cpu(r),
             "endpoint": name,
             "req_per_s": round(r["rps"]),
             "ok_per_s": round(r["statuses"].get(ok, 0) / r["seconds"]),
@@ -505,6 +565,11 @@ def run(args: argparse.Namespace) -> int:
                 f"{_LABELS[k]}:{v}" for k, v in sorted(r["statuses"].items()) if v or k != -1
             ),
         }
+
+    cpu_cols = ("server", "redis", "wrk")
+
+    def cpu(r: dict[str, Any]) -> dict[str, Any]:
+        return {f"{k}_us": round(r["cpu_us"][k]) for k in cpu_cols}
 
     rows = [
         row("(a) plain JSON GET /healthz", static_r, 0),
@@ -539,6 +604,12 @@ def run(args: argparse.Namespace) -> int:
         "over_limit": checks["over_limit"],
         "successes": successes,
         "units": info["units"][info["small"]],
+        # CPU per request (µs) of the server, Redis and wrk: JSON vs grab, and their ratio.
+        "json_cpu_us": cpu(static_r),
+        "grab_cpu_us": cpu(grab_r),
+        "cpu_json_vs_grab": round(
+            sum(static_r["cpu_us"].values()) / sum(grab_r["cpu_us"].values()), 3
+        ),
         "grab_p50_ms": round(grab_r["p50_ms"], 2),
         "grab_p99_ms": round(grab_r["p99_ms"], 2),
         "connections": args.connections,
