@@ -198,6 +198,26 @@ def _pack_items(args: tuple[Any, ...] | list[Any]) -> bytes:
     return b"".join(parts)
 
 
+async def _open(kw: dict[str, Any], factory: Any) -> tuple[Any, Any]:
+    """A raw connection to the Redis of these connection kwargs (unix socket or TCP)."""
+    loop = asyncio.get_running_loop()
+    timeout = kw.get("socket_connect_timeout") or 5
+    if kw.get("path"):
+        coro = loop.create_unix_connection(factory, kw["path"])
+    else:
+        coro = loop.create_connection(factory, kw.get("host", "localhost"), kw.get("port", 6379))
+    return await asyncio.wait_for(coro, timeout)
+
+
+def _auth(kw: dict[str, Any]) -> list[bytes]:
+    """The AUTH command a new raw connection sends first, if the URL has a password."""
+    if not kw.get("password"):
+        return []
+    if kw.get("username"):
+        return [_pack(("AUTH", kw["username"], kw["password"]))]
+    return [_pack(("AUTH", kw["password"]))]
+
+
 class _RespProtocol(asyncio.Protocol):
     def __init__(self, owner: _AutoPipeline) -> None:
         self.owner = owner
@@ -256,25 +276,11 @@ class _AutoPipeline:
         loop = asyncio.get_running_loop()
         self.loop = loop
         kw = self.kwargs
-        timeout = kw.get("socket_connect_timeout") or 5
-        if kw.get("path"):
-            coro = loop.create_unix_connection(lambda: _RespProtocol(self), kw["path"])
-        else:
-            coro = loop.create_connection(
-                lambda: _RespProtocol(self), kw.get("host", "localhost"), kw.get("port", 6379)
-            )
         try:
-            _, protocol = await asyncio.wait_for(coro, timeout)
+            _, protocol = await _open(kw, lambda: _RespProtocol(self))
         except (OSError, TimeoutError) as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
-        hello: list[bytes] = []
-        if kw.get("password"):
-            auth = (
-                ("AUTH", kw["username"], kw["password"])
-                if kw.get("username")
-                else ("AUTH", kw["password"])
-            )
-            hello.append(_pack(auth))
+        hello = _auth(kw)
         if kw.get("db"):
             hello.append(_pack(("SELECT", kw["db"])))
         futs = [loop.create_future() for _ in hello]
@@ -426,28 +432,14 @@ class Subscription:
                 lost.set_result(None)
 
         proto = _SubProtocol(reply, gone)
-        timeout = kw.get("socket_connect_timeout") or 5
-        if kw.get("path"):
-            coro = loop.create_unix_connection(lambda: proto, kw["path"])
-        else:
-            coro = loop.create_connection(
-                lambda: proto, kw.get("host", "localhost"), kw.get("port", 6379)
-            )
-        transport, _ = await asyncio.wait_for(coro, timeout)
-        self.transport = transport  # type: ignore[assignment]
-        hello: list[bytes] = []
-        if kw.get("password"):
-            auth = (
-                ("AUTH", kw["username"], kw["password"])
-                if kw.get("username")
-                else ("AUTH", kw["password"])
-            )
-            hello.append(_pack(auth))
+        transport, _ = await _open(kw, lambda: proto)
+        self.transport = transport
+        hello = _auth(kw)
         # Named, so an operator (or a test) can tell these connections apart in CLIENT LIST.
         hello.append(_pack(("CLIENT", "SETNAME", f"haodian-sub-{self.channel}")))
         hello.append(_pack(("SUBSCRIBE", self.channel)))
         transport.write(b"".join(hello))
-        await asyncio.wait_for(asyncio.shield(confirmed), timeout)
+        await asyncio.wait_for(asyncio.shield(confirmed), kw.get("socket_connect_timeout") or 5)
         self.on_state(True)
         ping = _pack(("PING",))
         while not lost.done():
