@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
         app.ctx.redis = make_client(settings.redis_url or "")
         app.ctx.scripts = Scripts(app.ctx.redis)
         app.ctx.revocations = RevocationWatch(
-            app.ctx.redis, app.ctx.scripts, fact_ttl_s=settings.access_token_ttl + 60
+            app.ctx.scripts, token_ttl_s=settings.access_token_ttl + 60
         )
         app.ctx.revocations.start()
         app.ctx.limits = RateLimits(settings.redis_url or "")

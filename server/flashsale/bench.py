@@ -298,7 +298,7 @@ def _wrk(
     }
 
 
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _proc_cpu(pid: int) -> float:
@@ -553,6 +553,9 @@ def run(args: argparse.Namespace) -> int:
         if release_redis is not None:
             release_redis()
 
+    def cpu(r: dict[str, Any]) -> dict[str, Any]:
+        return {f"{k}_us": round(v) for k, v in r["cpu_us"].items()}
+
     def row(name: str, r: dict[str, Any], ok: int) -> dict[str, Any]:
         return {
             **cpu(r),
@@ -565,11 +568,6 @@ def run(args: argparse.Namespace) -> int:
                 f"{_LABELS[k]}:{v}" for k, v in sorted(r["statuses"].items()) if v or k != -1
             ),
         }
-
-    cpu_cols = ("server", "redis", "wrk")
-
-    def cpu(r: dict[str, Any]) -> dict[str, Any]:
-        return {f"{k}_us": round(r["cpu_us"][k]) for k in cpu_cols}
 
     rows = [
         row("(a) plain JSON GET /healthz", static_r, 0),

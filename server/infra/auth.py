@@ -246,15 +246,16 @@ class RevocationWatch:
     FALLBACK_S = 1.0
     MAX_TOKENS = 100_000
 
-    def __init__(self, redis: Any, scripts: Any, fact_ttl_s: float) -> None:
-        self.scripts = scripts
-        self.fact_ttl_s = fact_ttl_s  # a subject fact outlives every token it can cover
+    def __init__(self, scripts: Any, token_ttl_s: float) -> None:
+        self.scripts = scripts  # its `execute` (auto-pipelined) reads the revocation keys
+        self.token_ttl_s = token_ttl_s  # a subject fact matters this long after its time
         self.subscribed = False
         self.epoch = 0
         self._live: dict[str, float] = {}  # token -> monotonic time it is trusted until
-        self._before: dict[tuple[str, str], tuple[float, float]] = {}  # -> (t, heard at)
+        self._before: dict[tuple[str, str], float] = {}  # (audience, subject) -> revoked before
         self._jti: dict[str, float] = {}  # jti -> its token's exp
         self._pruned = time.monotonic()
+        redis = scripts.client
         self.subscription = Subscription(
             redis, revocations_channel(redis), self._heard, self._state
         )
@@ -291,8 +292,8 @@ class RevocationWatch:
         self._live[token] = time.monotonic() + trust
 
     def _revoked(self, audience: Audience, claims: dict[str, Any]) -> bool:
-        fact = self._before.get((audience, claims["sub"]))
-        if fact is not None and float(claims["iat"]) <= fact[0]:
+        before = self._before.get((audience, claims["sub"]))
+        if before is not None and float(claims["iat"]) <= before:
             return True
         return bool(self._jti) and claims.get("jti") in self._jti
 
@@ -301,20 +302,20 @@ class RevocationWatch:
         now = time.monotonic()
         if parts[0] == "sub" and len(parts) == 4:
             key = (parts[1], parts[2])
-            before = float(parts[3])
-            old = self._before.get(key)
-            self._before[key] = (max(before, old[0]) if old else before, now)
+            self._before[key] = max(float(parts[3]), self._before.get(key, 0.0))
         elif parts[0] == "jti" and len(parts) == 3:
             self._jti[parts[1]] = float(parts[2])
         if now - self._pruned > 60:
             self._prune(now)
 
     def _prune(self, now: float) -> None:
+        """Drop facts no live token can fall under: a jti past its token's expiry; a subject
+        revoked before t once every token issued by t has expired."""
         self._pruned = now
         wall = time.time()
         self._jti = {j: exp for j, exp in self._jti.items() if exp > wall}
-        cutoff = now - self.fact_ttl_s
-        self._before = {k: v for k, v in self._before.items() if v[1] > cutoff}
+        cutoff = wall - self.token_ttl_s
+        self._before = {k: t for k, t in self._before.items() if t > cutoff}
 
     def _state(self, subscribed: bool) -> None:
         # Either way the trusted tokens go: on loss messages may be missed from now on; on
