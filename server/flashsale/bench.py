@@ -104,9 +104,14 @@ _LABELS = {0: "2xx", 400: ">=400", -1: "socket-errors"}
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    p.add_argument(
+        "--duration",
+        type=int,
+        default=10,
+        help="seconds of load per endpoint (JSON and grab: split over the rounds)",
+    )
     p.add_argument("--rounds", type=int, default=5, help="JSON and grab alternate this many times")
-    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--connections", type=int, default=64, help="wrk's open connections")
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
     p.add_argument("--members", type=int, default=5000, help="distinct members (tokens)")
@@ -137,7 +142,14 @@ async def _pg_url() -> str:
     if url:
         return url
     name = "haodian_bench"
-    conn = await asyncpg.connect(f"{PG_DEFAULT}/postgres")
+    try:
+        conn = await asyncpg.connect(f"{PG_DEFAULT}/postgres")
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise SystemExit(
+            f"cannot reach PostgreSQL as {PG_DEFAULT} ({exc}). `bash scripts/test.sh` starts "
+            "it and creates the haodian role; or set HAODIAN_DATABASE_URL to a database "
+            "the bench may fill."
+        ) from None
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             await conn.execute(f'CREATE DATABASE "{name}"')
@@ -155,6 +167,13 @@ def _redis_url() -> tuple[str, Any]:
         return url, None
     control = sync_redis.Redis.from_url(f"{REDIS_DEFAULT}/0")
     token = f"bench-{os.getpid()}-{uuid.uuid4().hex}"
+    try:
+        control.ping()
+    except sync_redis.RedisError as exc:
+        raise SystemExit(
+            f"cannot reach Redis at {REDIS_DEFAULT} ({exc}). `bash scripts/test.sh` starts it; "
+            "or set HAODIAN_REDIS_URL to a logical database the bench may fill."
+        ) from None
     for index in range(15, 0, -1):
         if control.set(f"haodian:test-claim:{index}", token, nx=True, ex=3600):
             url = f"{REDIS_DEFAULT}/{index}"
@@ -346,7 +365,7 @@ def _local_redis_pid(redis_url: str) -> int | None:
     return pid if comm.startswith("redis") else None
 
 
-def _redis_benchmark(redis_url: str, sale_id: int, n: int = 200_000) -> float:
+def _redis_benchmark(redis_url: str, sale_id: int, n: int) -> float:
     import redis as sync_redis
     from redis.connection import parse_url
 
@@ -545,7 +564,9 @@ def run(args: argparse.Namespace) -> int:
         )
         server_stop(server)
         server = None
-        evalsha = _redis_benchmark(redis_url, info["ceiling"])
+        # About as many calls as the success path's rounds make, so the ceiling takes
+        # seconds, not minutes, at any --duration.
+        evalsha = _redis_benchmark(redis_url, info["ceiling"], n=20_000 * max(1, args.duration))
         checks = asyncio.run(_check(env, info))
     finally:
         if server is not None:
