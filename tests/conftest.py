@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
+@contextmanager
+def own_database() -> Iterator[str]:
+    """A PostgreSQL database of its own, dropped afterwards."""
     name = f"haodian_test_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:
@@ -51,13 +53,15 @@ def pg_url() -> Iterator[str]:
             await conn.close()
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield f"{PG_BASE}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield f"{PG_BASE}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """Claim a free logical database (1-15) for this run."""
+@contextmanager
+def own_redis_database() -> Iterator[str]:
+    """Claim a free logical database (1-15), flushed before and after use."""
     control = sync_redis.Redis.from_url(f"{REDIS_BASE}/0")
     token = f"{os.getpid()}-{uuid.uuid4().hex}"
     for index in range(1, 16):
@@ -67,10 +71,24 @@ def redis_url() -> Iterator[str]:
         raise RuntimeError("no free Redis database for this test run (15 runs at once?)")
     url = f"{REDIS_BASE}/{index}"
     sync_redis.Redis.from_url(url).flushdb()
-    yield url
-    sync_redis.Redis.from_url(url).flushdb()
-    if control.get(f"haodian:test-claim:{index}") == token.encode():
-        control.delete(f"haodian:test-claim:{index}")
+    try:
+        yield url
+    finally:
+        sync_redis.Redis.from_url(url).flushdb()
+        if control.get(f"haodian:test-claim:{index}") == token.encode():
+            control.delete(f"haodian:test-claim:{index}")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    with own_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with own_redis_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
