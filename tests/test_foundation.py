@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -322,6 +324,51 @@ def _demo_pickup_walkthrough(base: str) -> None:
         )
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "completed"
+        _demo_flash_sale_walkthrough(c, me, item["sku_id"])
+
+
+def _demo_flash_sale_walkthrough(c: httpx.Client, me: dict[str, str], sku_id: int) -> None:
+    """The README's flash sale on the demo's SQLite and embedded Redis: grab, replay,
+    limit, and the order materialised by the embedded worker."""
+    admin = c.post(
+        "/api/v1/admin/auth/login", json={"username": "admin", "password": "haodian-demo"}
+    ).json()["token"]
+    now = datetime.now(UTC)
+    r = c.post(
+        "/api/v1/admin/flash-sales",
+        headers={"authorization": f"Bearer {admin}"},
+        json={
+            "sku_id": sku_id,
+            "price_fen": 990,
+            "units": 3,
+            "per_member_limit": 1,
+            "starts_at": now.isoformat(),
+            "ends_at": (now + timedelta(hours=1)).isoformat(),
+        },
+    )
+    assert r.status_code == 201, r.text
+    sale = r.json()["id"]
+    key = {"idempotency-key": uuid.uuid4().hex}
+    first = c.post(f"/api/v1/flash-sales/{sale}/orders", headers=me | key, json={"quantity": 1})
+    assert first.status_code == 202, first.text
+    again = c.post(f"/api/v1/flash-sales/{sale}/orders", headers=me | key, json={"quantity": 1})
+    assert again.status_code == 202
+    assert again.json()["order_no"] == first.json()["order_no"]
+    assert again.json()["replayed"] is True
+    other = {"idempotency-key": uuid.uuid4().hex}
+    limit = c.post(f"/api/v1/flash-sales/{sale}/orders", headers=me | other, json={})
+    assert limit.status_code == 409
+    assert error_code(limit) == "LIMIT_REACHED"
+    shown = c.get(f"/api/v1/flash-sales/{sale}").json()
+    assert (shown["remaining"], shown["status"]) == (2, "live")
+    order_no = first.json()["order_no"]
+    for _ in range(100):
+        order = c.get(f"/api/v1/orders/{order_no}", headers=me)
+        if order.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert order.status_code == 200, order.text
+    assert order.json()["status"] == "pending_payment"
 
 
 def test_readme_documents_every_setting() -> None:
