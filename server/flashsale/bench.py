@@ -430,6 +430,8 @@ async def _check(env: dict[str, str], info: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from server.bench import print_report
 
     _need("wrk", "wrk")
@@ -437,6 +439,7 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="haodian-bench-"))
     redis_url, release_redis = _redis_url()
     server = None
+    bar = None
     try:
         env = {
             "HAODIAN_DATABASE_URL": asyncio.run(_pg_url()),
@@ -493,6 +496,10 @@ def run(args: argparse.Namespace) -> int:
             f"measuring: wrk -t{args.threads} -c{args.connections} -d{args.duration}s each",
             flush=True,
         )
+        # A bar on stderr across the steps (about a minute with the defaults); stdout keeps
+        # the table and the JSON line only.
+        bar = tqdm(total=3 * args.rounds + 4, desc="bench flashsale", unit="step", leave=False)
+        bar.set_postfix_str("warm-up")
         # Warm-up: both workers connect and cache what they cache.
         subprocess.run(["wrk", "-t2", "-c16", "-d2s", f"{base}/healthz"], capture_output=True)
         subprocess.run(
@@ -519,11 +526,14 @@ def run(args: argparse.Namespace) -> int:
         # static-request JSON figure is reported too.
         json_parts, grab_parts, static_parts = [], [], []
         per_round = max(1, args.duration // args.rounds)
-        for _ in range(args.rounds):
+        bar.update()
+        for round_no in range(1, args.rounds + 1):
+            bar.set_postfix_str(f"round {round_no}/{args.rounds}: JSON, grab, plain JSON")
             json_parts.append(
                 _wrk(args, f"{base}/healthz", grab_lua, "/healthz", tokens, "", "GET",
                      _prepared(args, per_round), seconds=per_round)
             )  # fmt: skip
+            bar.update()
             grab_parts.append(
                 _wrk(
                     args,
@@ -537,7 +547,10 @@ def run(args: argparse.Namespace) -> int:
                     seconds=per_round,
                 )
             )
+            bar.update()
             static_parts.append(_wrk(args, f"{base}/healthz", get_lua, seconds=per_round))
+            bar.update()
+        bar.set_postfix_str("sold-out path")
         json_r, grab_r = _merge(json_parts), _merge(grab_parts)
         static_r = _merge(static_parts)
         sold_path = f"/api/v1/flash-sales/{info['small']}/orders"
@@ -551,6 +564,8 @@ def run(args: argparse.Namespace) -> int:
             "POST",
             _prepared(args, args.duration),
         )
+        bar.update()
+        bar.set_postfix_str("PostgreSQL-only grab")
         pg_path = f"/api/v1/_bench/flash-sales/{info['base']}/pg-orders"
         pg_r = _wrk(
             args,
@@ -562,13 +577,18 @@ def run(args: argparse.Namespace) -> int:
             "POST",
             _prepared(args, args.duration),
         )
+        bar.update()
+        bar.set_postfix_str("redis-benchmark EVALSHA")
         server_stop(server)
         server = None
         # About as many calls as the success path's rounds make, so the ceiling takes
         # seconds, not minutes, at any --duration.
         evalsha = _redis_benchmark(redis_url, info["ceiling"], n=20_000 * max(1, args.duration))
+        bar.update()
         checks = asyncio.run(_check(env, info))
     finally:
+        if bar is not None:
+            bar.close()
         if server is not None:
             server_stop(server)
         if release_redis is not None:
