@@ -22,10 +22,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import redis as sync_redis
 import redis.asyncio as aioredis
 
 from server.infra import db
+from server.infra.redis import claimed_database
 from server.settings import Settings
 
 PG_BASE = os.environ.get("HAODIAN_TEST_PG", "postgres://haodian:haodian@127.0.0.1:5432")
@@ -61,22 +61,9 @@ def own_database() -> Iterator[str]:
 
 @contextmanager
 def own_redis_database() -> Iterator[str]:
-    """Claim a free logical database (1-15), flushed before and after use."""
-    control = sync_redis.Redis.from_url(f"{REDIS_BASE}/0")
-    token = f"{os.getpid()}-{uuid.uuid4().hex}"
-    for index in range(1, 16):
-        if control.set(f"haodian:test-claim:{index}", token, nx=True, ex=3 * 3600):
-            break
-    else:
-        raise RuntimeError("no free Redis database for this test run (15 runs at once?)")
-    url = f"{REDIS_BASE}/{index}"
-    sync_redis.Redis.from_url(url).flushdb()
-    try:
+    """A logical database of the test Redis to itself, flushed before and after use."""
+    with claimed_database(REDIS_BASE, owner="test") as url:
         yield url
-    finally:
-        sync_redis.Redis.from_url(url).flushdb()
-        if control.get(f"haodian:test-claim:{index}") == token.encode():
-            control.delete(f"haodian:test-claim:{index}")
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -158,34 +159,29 @@ async def _pg_url() -> str:
     return f"{PG_DEFAULT}/{name}"
 
 
-def _redis_url() -> tuple[str, Any]:
-    """The configured Redis, or a free logical database claimed like the test runs do."""
+def _redis_url(cleanup: ExitStack) -> str:
+    """The configured Redis, or a free logical database claimed like the test runs do
+    (released when `cleanup` closes)."""
     import redis as sync_redis
+
+    from server.infra.redis import claimed_database
 
     url = os.environ.get("HAODIAN_REDIS_URL")
     if url:
-        return url, None
-    control = sync_redis.Redis.from_url(f"{REDIS_DEFAULT}/0")
-    token = f"bench-{os.getpid()}-{uuid.uuid4().hex}"
+        return url
     try:
-        control.ping()
+        sync_redis.Redis.from_url(f"{REDIS_DEFAULT}/0").ping()
     except sync_redis.RedisError as exc:
         raise SystemExit(
             f"cannot reach Redis at {REDIS_DEFAULT} ({exc}). `bash scripts/test.sh` starts it; "
             "or set HAODIAN_REDIS_URL to a logical database the bench may fill."
         ) from None
-    for index in range(15, 0, -1):
-        if control.set(f"haodian:test-claim:{index}", token, nx=True, ex=3600):
-            url = f"{REDIS_DEFAULT}/{index}"
-            sync_redis.Redis.from_url(url).flushdb()
-
-            def release(url: str = url, index: int = index) -> None:
-                sync_redis.Redis.from_url(url).flushdb()
-                if control.get(f"haodian:test-claim:{index}") == token.encode():
-                    control.delete(f"haodian:test-claim:{index}")
-
-            return url, release
-    raise SystemExit("no free Redis logical database (1-15) for the bench")
+    try:
+        return cleanup.enter_context(
+            claimed_database(REDIS_DEFAULT, owner="bench", from_top=True, ttl_s=3600)
+        )
+    except RuntimeError as exc:
+        raise SystemExit(f"{exc} Set HAODIAN_REDIS_URL for the bench.") from None
 
 
 async def _prepare(env: dict[str, str], members: int, workdir: Path) -> dict[str, Any]:
@@ -437,10 +433,11 @@ def run(args: argparse.Namespace) -> int:
     _need("wrk", "wrk")
     _need("redis-benchmark", "redis-tools")
     workdir = Path(tempfile.mkdtemp(prefix="haodian-bench-"))
-    redis_url, release_redis = _redis_url()
+    cleanup = ExitStack()
     server = None
     bar = None
     try:
+        redis_url = _redis_url(cleanup)
         env = {
             "HAODIAN_DATABASE_URL": asyncio.run(_pg_url()),
             "HAODIAN_REDIS_URL": redis_url,
@@ -591,8 +588,7 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
         if server is not None:
             server_stop(server)
-        if release_redis is not None:
-            release_redis()
+        cleanup.close()
 
     def cpu(r: dict[str, Any]) -> dict[str, Any]:
         return {f"{k}_us": round(v) for k, v in r["cpu_us"].items()}

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
@@ -47,6 +48,35 @@ def _stop_signals_deferred() -> Iterator[None]:
             signal.signal(s, handler)
         if noted:
             signal.raise_signal(noted[0])
+
+
+@contextmanager
+def claimed_database(
+    base_url: str, *, owner: str, from_top: bool = False, ttl_s: int = 3 * 3600
+) -> Iterator[str]:
+    """A free logical database (1-15) of the Redis at base_url, flushed before and after use.
+
+    Claimed with SET NX on `haodian:test-claim:<n>` in database 0, so test runs and benches
+    share one server without seeing each other's keys; the claim expires after ttl_s should
+    its owner die. Test runs take the lowest free number, the bench (from_top) the highest."""
+    import redis as sync_redis
+
+    control = sync_redis.Redis.from_url(f"{base_url}/0")
+    token = f"{owner}-{os.getpid()}-{uuid.uuid4().hex}"
+    for index in range(15, 0, -1) if from_top else range(1, 16):
+        claim = f"haodian:test-claim:{index}"
+        if control.set(claim, token, nx=True, ex=ttl_s):
+            break
+    else:
+        raise RuntimeError("no free Redis logical database (1-15): 15 runs at once?")
+    url = f"{base_url}/{index}"
+    sync_redis.Redis.from_url(url).flushdb()
+    try:
+        yield url
+    finally:
+        sync_redis.Redis.from_url(url).flushdb()
+        if control.get(claim) == token.encode():
+            control.delete(claim)
 
 
 def start_embedded_redis(data_dir: Path) -> str:
