@@ -28,6 +28,7 @@ from server.identity.models import Member
 from server.infra.auth import (
     decode_access,
     encode_access,
+    revocation_keys,
     revocations_channel,
     revoke_access,
     revoke_all,
@@ -430,7 +431,7 @@ async def test_a_revocation_missed_while_the_watch_was_down_still_counts(
     """Messages sent while a worker's subscription is down are lost; the worker forgets
     every token it trusted the moment it notices, and reads Redis for them again."""
     sale = await _create_sale(api, env, units=10, limit=10)
-    ((mid, token),) = await _members(settings, 1)
+    ((_, token),) = await _members(settings, 1)
     for i in range(4):
         assert (await _grab(api, sale["id"], token, f"before-{i}")).status_code == 202
     watchers = await _watch_clients(redis)
@@ -438,7 +439,8 @@ async def test_a_revocation_missed_while_the_watch_was_down_still_counts(
     for c in watchers:
         await redis.client_kill_filter(_id=c["id"])
     # The revocation lands while nobody listens: the key only, no news.
-    await redis.set(f"auth:revoked:member:{mid}", f"{time.time():.6f}", ex=3600)
+    subject_key, _ = revocation_keys("member", decode_access(settings, token, "member"))
+    await redis.set(subject_key, f"{time.time():.6f}", ex=3600)
 
     async def resubscribed() -> bool:
         now = await _watch_clients(redis)

@@ -26,7 +26,6 @@ from server.infra.errors import (
     AppError,
     BadRequest,
     NotFound,
-    Unauthorized,
     Unavailable,
     ValidationFailed,
 )
@@ -128,17 +127,10 @@ async def grab(request: Request, sale_id: int) -> HTTPResponse:
     the member or the address sends too many. A repeated Idempotency-Key gets the first
     answer and takes nothing more."""
     app = request.app
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() != "bearer " or len(header) < 8:
-        raise Unauthorized("sign in first: Authorization: Bearer <token>", code="UNAUTHORIZED")
-    token = header[7:].strip()
     settings = app.ctx.settings
-    claims = auth.decode_access(settings, token, "member")
-    # The revocation checks of infra.auth.verify_access, answered from this worker's
-    # RevocationWatch: no Redis round trip for a token already seen.
-    watch = app.ctx.revocations
-    if not watch.trusted("member", token, claims):
-        await watch.confirm("member", token, claims)
+    # verify_access's checks, answered by this worker's RevocationWatch: no Redis round
+    # trip for a token already seen.
+    claims = await app.ctx.revocations.verify(settings, auth.bearer(request), "member")
 
     key = request.headers.get("idempotency-key", "")
     if not 0 < len(key) <= 128:
@@ -204,10 +196,8 @@ async def pg_baseline_grab(request: Request, sale_id: int) -> HTTPResponse:
     only with HAODIAN_FLASHSALE_BENCH_ROUTES=1; a 404 otherwise."""
     if not request.app.ctx.settings.flashsale_bench_routes:
         raise NotFound(f"no such route: POST {request.path}")
-    header = request.headers.get("authorization", "")
-    member_id = int(
-        auth.decode_access(request.app.ctx.settings, header[7:].strip(), "member")["sub"]
-    )
+    claims = auth.decode_access(request.app.ctx.settings, auth.bearer(request), "member")
+    member_id = int(claims["sub"])
     order_no = await service.pg_baseline_grab(sale_id, member_id)
     return HTTPResponse(
         orjson.dumps({"order_no": order_no, "sale_id": sale_id, "quantity": 1}),
