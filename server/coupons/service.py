@@ -37,8 +37,8 @@ from server.coupons.models import (
 )
 from server.infra.clock import SHANGHAI, iso_local, utcnow
 from server.infra.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
-from server.orders import service as orders_service
-from server.orders.models import Order
+from server.orders import lifecycle
+from server.orders.models import OrderStatus
 
 LUA = Path(__file__).parent / "lua"
 CODE_TTL = 60  # seconds a write-off code lives
@@ -884,17 +884,18 @@ async def lock_coupons_for_order(
     return lock
 
 
-async def mark_coupons_used_for_paid_order(order: Order, connection: Any) -> int:
-    """The order was paid: its locked coupons become used (online). Returns how many."""
-    return (
-        await Coupon.filter(order_no=order.order_no, status=CouponStatus.LOCKED)
-        .using_db(connection)
+@lifecycle.on(OrderStatus.PAID)
+async def mark_coupons_used_for_paid_order(move: lifecycle.Move) -> None:
+    """The order was paid: its locked coupons become used (online)."""
+    await (
+        Coupon.filter(order_no=move.order.order_no, status=CouponStatus.LOCKED)
+        .using_db(move.conn)
         .update(
             status=CouponStatus.USED,
             used_at=utcnow(),
             used_channel="online",
-            used_store_id=order.store_id,
-        )  # type: ignore[attr-defined]
+            used_store_id=move.order.store_id,  # type: ignore[attr-defined]
+        )
     )
 
 
@@ -912,12 +913,12 @@ async def coupons_for_order(order_no: str) -> list[dict[str, Any]]:
     ]
 
 
-@orders_service.on_unpaid_cancel
-async def release_coupons_of_cancelled_order(order: Order, connection: Any) -> None:
-    """Runs inside the transaction that cancels an unpaid order: its coupons come back."""
+@lifecycle.on(OrderStatus.CANCELLED)
+async def release_coupons_of_cancelled_order(move: lifecycle.Move) -> None:
+    """In the transaction that cancels an unpaid order: its coupons come back."""
     await (
-        Coupon.filter(order_no=order.order_no, status=CouponStatus.LOCKED)
-        .using_db(connection)
+        Coupon.filter(order_no=move.order.order_no, status=CouponStatus.LOCKED)
+        .using_db(move.conn)
         .update(status=CouponStatus.UNUSED, order_no=None, discount_fen=None)
     )
 

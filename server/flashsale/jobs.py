@@ -5,8 +5,8 @@ consumer group "fs", turns each entry into a reservation row and an order in one
 transaction, and acknowledges the entry only after that commit. On start it re-reads
 its own pending entries (a crash between commit and XACK leaves them there; the insert
 is idempotent by order number), and it regularly claims entries that a dead consumer
-left pending for longer than `flashsale_claim_idle_ms` (XAUTOCLAIM). It also applies the
-Redis side of released reservations (the release sweeper).
+left pending for longer than `flashsale_claim_idle_ms` (XAUTOCLAIM). The Redis side of
+released reservations comes through the outbox (`service._released`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ class Consumer:
         self.expiry_set: set[int] = set()
         self.sales_at = 0.0
         self.claim_at = 0.0
-        self.sweep_at = 0.0
 
     async def refresh_sales(self) -> None:
         since = utcnow() - DRAIN_AFTER_END
@@ -128,9 +127,6 @@ class Consumer:
             for sale_id in list(self.sales):
                 done += await self.claim(sale_id)
             self.claim_at = now + max(0.5, self.settings.flashsale_claim_idle_ms / 4000)
-        if now >= self.sweep_at:
-            await service.sweep_releases(self.redis, self.scripts)
-            self.sweep_at = now + 1
         return done
 
 

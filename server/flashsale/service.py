@@ -35,8 +35,10 @@ from server.flashsale.models import FlashReservation, FlashSale, ReservationStat
 from server.infra.clock import utcnow
 from server.infra.errors import Conflict, NotFound, RateLimited, Unavailable, ValidationFailed
 from server.infra.redis import Scripts
-from server.orders.models import Order, OrderKind
-from server.orders.service import LineIn, create_order, new_order_no, on_unpaid_cancel
+from server.orders import lifecycle
+from server.orders.models import Order, OrderKind, OrderStatus
+from server.orders.service import LineIn, create_order, new_order_no
+from server.outbox import service as outbox
 
 log = logging.getLogger("haodian.flashsale")
 
@@ -447,6 +449,7 @@ async def materialise(sale: FlashSale, sku_name: str, entry: dict[str, str]) -> 
                 released_at=utcnow(),
                 using_db=conn,
             )
+            await _emit_release(order_no, conn)
         log.warning("reservation rejected by the database", extra={"order_no": order_no})
         return "rejected"
 
@@ -454,22 +457,60 @@ async def materialise(sale: FlashSale, sku_name: str, entry: dict[str, str]) -> 
 # -- releases ----------------------------------------------------------------------------------
 
 
-@on_unpaid_cancel
-async def _release_on_cancel(order: Order, conn: Any) -> None:
-    """Runs inside the transaction that cancels an unpaid order: the reservation is marked
-    released in the same commit (so it is released exactly once, or not at all); the
-    Redis side (stock and quota back) is applied by the sweeper, idempotently."""
-    if order.kind != OrderKind.FLASHSALE or not (order.source or "").startswith("fs:"):
-        return
-    await (
-        FlashReservation.filter(order_no=order.order_no, state=ReservationState.HELD)
-        .using_db(conn)
-        .update(state=ReservationState.RELEASED, released_at=utcnow(), member_slot=None)
+RELEASED_TOPIC = "flashsale.released"
+
+
+async def _emit_release(order_no: str, conn: Any) -> None:
+    await outbox.emit(
+        RELEASED_TOPIC, {"order_no": order_no}, key=f"fs-release:{order_no}", connection=conn
     )
 
 
+@lifecycle.on(OrderStatus.CANCELLED, kinds=[OrderKind.FLASHSALE])
+async def _release_on_cancel(move: lifecycle.Move) -> None:
+    """The reservation is marked released in the cancelling transaction (so it is released
+    exactly once, or not at all); the Redis side (stock and quota back) follows through the
+    outbox, idempotently."""
+    order = move.order
+    if not (order.source or "").startswith("fs:"):
+        return
+    changed = await (
+        FlashReservation.filter(order_no=order.order_no, state=ReservationState.HELD)
+        .using_db(move.conn)
+        .update(state=ReservationState.RELEASED, released_at=utcnow(), member_slot=None)
+    )
+    if changed:
+        await _emit_release(order.order_no, move.conn)
+
+
+async def _give_back_in_redis(redis: Any, scripts: Scripts, r: FlashReservation) -> bool:
+    """Apply one release's Redis side (at most once: the script records the order number).
+    False when the sale's keys were not warm (warming from the database counts it)."""
+    k = sale_keys(r.sale_id)  # type: ignore[attr-defined]
+    res = int(
+        await scripts.run(
+            RELEASE, [k["stock"], k["buyers"], k["released"]], [r.order_no, r.member_id, r.quantity]
+        )
+    )
+    if res < 0:
+        sale = await FlashSale.filter(id=r.sale_id).first()  # type: ignore[attr-defined]
+        if sale is not None:
+            await warm(redis, scripts, sale)  # counts this release as given back
+        return False
+    await FlashReservation.filter(id=r.id).update(redis_released=True)
+    return True
+
+
+@outbox.handler(RELEASED_TOPIC)
+async def _released(event: Any, env: outbox.Env) -> None:
+    r = await FlashReservation.get_or_none(order_no=event.payload["order_no"])
+    if r is not None and not r.redis_released:
+        await _give_back_in_redis(env.redis, env.scripts, r)
+
+
 async def sweep_releases(redis: Any, scripts: Scripts, limit: int = 500) -> int:
-    """Apply the Redis side of releases the database has recorded; returns how many."""
+    """Catch up on releases whose Redis side is not applied yet (reconcile runs it first);
+    returns how many it applied."""
     rows = (
         await FlashReservation.filter(
             state__in=[ReservationState.RELEASED, ReservationState.REJECTED],
@@ -480,21 +521,7 @@ async def sweep_releases(redis: Any, scripts: Scripts, limit: int = 500) -> int:
     )
     done = 0
     for r in rows:
-        k = sale_keys(r.sale_id)  # type: ignore[attr-defined]
-        res = int(
-            await scripts.run(
-                RELEASE,
-                [k["stock"], k["buyers"], k["released"]],
-                [r.order_no, r.member_id, r.quantity],
-            )
-        )
-        if res < 0:
-            sale = await FlashSale.filter(id=r.sale_id).first()  # type: ignore[attr-defined]
-            if sale is not None:
-                await warm(redis, scripts, sale)  # counts this release as given back
-            continue
-        await FlashReservation.filter(id=r.id).update(redis_released=True)
-        done += 1
+        done += await _give_back_in_redis(redis, scripts, r)
     return done
 
 

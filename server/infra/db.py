@@ -26,6 +26,7 @@ DOMAIN_APPS: list[str] = [
     "coupons",
     "payments",
     "flashsale",
+    "outbox",
 ]
 
 

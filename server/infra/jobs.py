@@ -26,6 +26,7 @@ JOB_MODULES: list[str] = [
     "server.coupons.jobs",
     "server.payments.jobs",
     "server.flashsale.jobs",
+    "server.outbox.jobs",
 ]
 QUEUE = "haodian:jobs"
 

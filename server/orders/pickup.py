@@ -8,7 +8,6 @@ timeout) gives both back in the transaction that cancels it.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from tortoise.transactions import in_transaction
 
@@ -17,7 +16,7 @@ from server.coupons import service as coupons
 from server.identity import service as identity
 from server.infra.clock import utcnow
 from server.infra.errors import Conflict, Forbidden, NotFound
-from server.orders import service
+from server.orders import lifecycle, service
 from server.orders.models import Order, OrderKind, OrderLine, OrderStatus
 from server.settings import Settings
 from server.stores import service as stores
@@ -66,17 +65,26 @@ async def place_pickup_order(
         )
 
 
-@service.on_unpaid_cancel
-async def _return_store_stock(order: Order, connection: Any) -> None:
-    """Runs inside the cancelling transaction: the held units go back on the shelf."""
-    if order.kind != OrderKind.PICKUP or order.store_id is None:  # type: ignore[attr-defined]
+@lifecycle.on(OrderStatus.CANCELLED, kinds=[OrderKind.PICKUP])
+async def _return_store_stock(move: lifecycle.Move) -> None:
+    """The held units go back on the shelf, in the transaction that cancels the order."""
+    order = move.order
+    if order.store_id is None:  # type: ignore[attr-defined]
         return
-    lines = await OrderLine.filter(order_id=order.id).using_db(connection)
+    lines = await OrderLine.filter(order_id=order.id).using_db(move.conn)
     await catalog.release_store_stock(
         order.store_id,  # type: ignore[attr-defined]
         {ln.sku_id: ln.quantity for ln in lines if ln.sku_id is not None},  # type: ignore[attr-defined]
-        using_db=connection,
+        using_db=move.conn,
     )
+
+
+@lifecycle.on(OrderStatus.PAID, kinds=[OrderKind.PICKUP])
+async def _give_pickup_code(move: lifecycle.Move) -> None:
+    """A paid pickup order gets the code the shopper shows at the counter."""
+    code = service.new_pickup_code()
+    await Order.filter(id=move.order.id).using_db(move.conn).update(pickup_code=code)
+    move.order.pickup_code = code
 
 
 async def complete_pickup(order_no: str, *, staff_id: int, pickup_code: str) -> Order:

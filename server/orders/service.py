@@ -3,13 +3,14 @@
 Every status change is a compare-and-set UPDATE (`WHERE status IN allowed-from`) plus an
 event row in one transaction, so two racing actors (a payment notification and the
 timeout close, two refund clicks) produce exactly one outcome and an illegal change is
-an error, never a silent overwrite.
+an error, never a silent overwrite. The scenario's lifecycle hooks run in that same
+transaction (`server.orders.lifecycle`).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,13 +19,16 @@ from tortoise.transactions import in_transaction
 
 from server.infra.clock import utcnow
 from server.infra.errors import Conflict, NotFound, ValidationFailed
+from server.orders import lifecycle
 from server.orders.models import Order, OrderEvent, OrderKind, OrderLine, OrderStatus
 
 S = OrderStatus
 
 # to-status -> the statuses it may come from.
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    S.PAID: frozenset({S.PENDING_PAYMENT}),
+    # Paid from cancelled only when the kind's revive hook took back what the order needs
+    # (payments asks it; see lifecycle.try_revive).
+    S.PAID: frozenset({S.PENDING_PAYMENT, S.CANCELLED}),
     S.CANCELLED: frozenset({S.PENDING_PAYMENT}),
     S.COMPLETED: frozenset({S.PAID}),
     # A refund starts from a paid or completed order, or from a cancelled one that was
@@ -52,33 +56,6 @@ class LineIn:
     name: str
     quantity: int
     unit_price_fen: int
-
-
-# Scenario hooks run inside the transaction that cancels an unpaid order, so what the
-# order held (store stock, a locked coupon) comes back exactly once, with the cancel.
-ReleaseHook = Callable[[Order, Any], Awaitable[None]]
-_release_hooks: list[ReleaseHook] = []
-# Modules that register release hooks; imported before the first cancel so every process
-# (API worker, job worker, CLI) has the same hooks whatever it imported so far.
-HOOK_MODULES: list[str] = [
-    "server.orders.pickup",
-    "server.coupons.service",
-    "server.flashsale.service",
-]
-
-
-def _load_hooks() -> list[ReleaseHook]:
-    import importlib
-
-    for name in HOOK_MODULES:
-        importlib.import_module(name)
-    return _release_hooks
-
-
-def on_unpaid_cancel(hook: ReleaseHook) -> ReleaseHook:
-    if hook not in _release_hooks:
-        _release_hooks.append(hook)
-    return hook
 
 
 async def create_order(
@@ -207,9 +184,16 @@ async def transition(
         )
         order = await Order.filter(id=current.id).using_db(conn).first()
         assert order is not None
-        if to == S.CANCELLED:
-            for hook in _load_hooks():
-                await hook(order, conn)
+        await lifecycle.run(
+            lifecycle.Move(
+                order=order,
+                previous=OrderStatus(current.status),
+                to=to,
+                actor=actor,
+                reason=reason,
+                conn=conn,
+            )
+        )
         return order
 
     if connection is not None:

@@ -17,10 +17,10 @@ from typing import Any
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from server.coupons import service as coupons
 from server.identity import service as identity
 from server.infra.clock import utcnow
 from server.infra.errors import AppError, Conflict, NotFound
+from server.orders import lifecycle
 from server.orders import service as orders
 from server.orders.models import Order, OrderStatus
 from server.payments.models import Payment, PaymentNotice, Refund, RefundStatus
@@ -117,7 +117,8 @@ async def apply_transaction(
     settings: Settings, tx: dict[str, Any], *, source: str, notice_id: str = ""
 ) -> str:
     """Apply a transaction resource (from a notification or a query). Returns the outcome:
-    applied | duplicate | not_success | unknown_order | mismatch | refund_after_close."""
+    applied | duplicate | not_success | unknown_order | mismatch | revived |
+    refund_after_close."""
     out_trade_no = str(tx.get("out_trade_no", ""))
     event = f"TRANSACTION.{tx.get('trade_state', '')}"
     order = await Order.get_or_none(order_no=out_trade_no)
@@ -142,22 +143,19 @@ async def apply_transaction(
 
     transaction_id = str(tx.get("transaction_id", ""))
     paid_fen = int(tx["amount"]["total"])
+    paid = {"paid_fen": paid_fen, "paid_at": utcnow(), "transaction_id": transaction_id}
     try:
+        # The scenario's `paid` hooks (orders.lifecycle) run in this transaction.
         async with in_transaction() as conn:
             await orders.transition(
                 out_trade_no,
                 S.PAID,
                 actor="wechat",
                 reason=f"paid ({source})",
-                updates={
-                    "paid_fen": paid_fen,
-                    "paid_at": utcnow(),
-                    "transaction_id": transaction_id,
-                    "pickup_code": orders.new_pickup_code() if order.store_id is not None else None,
-                },
+                only_from=[S.PENDING_PAYMENT],
+                updates=paid,
                 connection=conn,
             )
-            await coupons.mark_coupons_used_for_paid_order(order, conn)
             await _notice(notice_id or source, event, out_trade_no, "applied", connection=conn)
         return "applied"
     except Conflict:
@@ -168,11 +166,40 @@ async def apply_transaction(
         await _notice(notice_id or source, event, out_trade_no, "duplicate")
         return "duplicate"
     if order.status == S.CANCELLED and order.transaction_id is None:
+        if await _revive(order, paid, source):
+            await _notice(notice_id or source, event, out_trade_no, "revived")
+            return "revived"
         await _refund_payment_after_close(settings, order, transaction_id, paid_fen)
         await _notice(notice_id or source, event, out_trade_no, "refund_after_close")
         return "refund_after_close"
     await _notice(notice_id or source, event, out_trade_no, "duplicate", f"order is {order.status}")
     return "duplicate"
+
+
+class _NotRevived(Exception):
+    pass
+
+
+async def _revive(order: Order, paid: dict[str, Any], source: str) -> bool:
+    """A payment landed on an order we cancelled: its kind's revive hook may take back what
+    the order needs (a group-buy seat that is still free); then the payment counts as for any
+    order, `paid` hooks included. Otherwise nothing changes and the money goes back."""
+    try:
+        async with in_transaction() as conn:
+            if not await lifecycle.try_revive(order, conn):
+                raise _NotRevived
+            await orders.transition(
+                order.order_no,
+                S.PAID,
+                actor="wechat",
+                reason=f"paid after it was closed, taken back ({source})",
+                only_from=[S.CANCELLED],
+                updates=paid,
+                connection=conn,
+            )
+    except (_NotRevived, Conflict):
+        return False
+    return True
 
 
 async def _mismatch(settings: Settings, order: Order, tx: dict[str, Any]) -> str:

@@ -1,0 +1,107 @@
+"""Order lifecycle hooks: what each scenario does inside the transaction that moves its order.
+
+Orders and payments know nothing of scenarios. A scenario registers, by order status and
+kind, a hook that runs in the very transaction that moves the order there:
+
+    @lifecycle.on(OrderStatus.PAID, kinds=[OrderKind.GROUPBUY])
+    async def _count_seat(move: Move) -> None: ...
+
+`paid` (count a seat, issue cards, mark coupons used), `cancelled` (give back what an
+unpaid order held), `refunding` (a refund was asked for: free a seat, void a voucher; a
+hook may refuse by raising), `refunded` and `completed`. Whatever need not share that
+transaction — Redis counters, messages, refunds, points — goes through the outbox with
+`move.emit(...)`, written in the same transaction and delivered after the commit.
+
+A payment that lands on an order already cancelled is refunded, unless the order's kind
+has a `revive` hook that takes back what the order needs (a group-buy seat, if one is
+free) and so lets the payment count.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from server.orders.models import Order, OrderKind, OrderStatus
+from server.outbox import service as outbox
+
+
+@dataclass
+class Move:
+    """One order moving from one status to another, inside `conn`'s transaction."""
+
+    order: Order  # as it is after the move
+    previous: OrderStatus
+    to: OrderStatus
+    actor: str
+    reason: str
+    conn: Any
+
+    async def emit(
+        self,
+        topic: str,
+        payload: dict[str, Any],
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
+    ) -> None:
+        """An outbox event in this move's transaction (delivered after it commits)."""
+        await outbox.emit(topic, payload, connection=self.conn, key=key, delay=delay)
+
+
+Hook = Callable[[Move], Awaitable[None]]
+# A revive hook answers whether it took back what the cancelled order needs (inside conn).
+Revive = Callable[[Order, Any], Awaitable[bool]]
+
+_hooks: list[tuple[OrderStatus, frozenset[OrderKind] | None, Hook]] = []
+_revivers: dict[OrderKind, Revive] = {}
+
+# Modules that register hooks; imported before the first move, so every process (API
+# worker, job worker, CLI) runs the same hooks whatever it imported so far.
+HOOK_MODULES: list[str] = [
+    "server.orders.pickup",
+    "server.coupons.service",
+    "server.flashsale.service",
+]
+
+
+def _load() -> None:
+    for name in HOOK_MODULES:
+        importlib.import_module(name)
+
+
+def on(to: OrderStatus, kinds: Iterable[OrderKind] | None = None) -> Callable[[Hook], Hook]:
+    """Run the decorated hook when an order (of one of `kinds`, or of any kind) moves to `to`."""
+    wanted = frozenset(kinds) if kinds is not None else None
+
+    def wrap(hook: Hook) -> Hook:
+        if all(h is not hook or t != to for t, _, h in _hooks):
+            _hooks.append((to, wanted, hook))
+        return hook
+
+    return wrap
+
+
+def revive(kind: OrderKind) -> Callable[[Revive], Revive]:
+    def wrap(fn: Revive) -> Revive:
+        _revivers[kind] = fn
+        return fn
+
+    return wrap
+
+
+async def run(move: Move) -> None:
+    _load()
+    kind = OrderKind(move.order.kind)
+    for to, kinds, hook in list(_hooks):
+        if to == move.to and (kinds is None or kind in kinds):
+            await hook(move)
+
+
+async def try_revive(order: Order, conn: Any) -> bool:
+    _load()
+    fn = _revivers.get(OrderKind(order.kind))
+    return bool(fn and await fn(order, conn))
