@@ -32,6 +32,8 @@ DOMAIN_ROUTES: list[str] = [
     "orders",
     "payments",
     "flashsale",
+    "share",
+    "groupbuy",
 ]
 
 _SANIC_CODES = {

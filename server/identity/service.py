@@ -8,6 +8,7 @@ Rules only; no Sanic here. Other domains call:
 - `on_member_merged(callback)`: run `callback(from_id, into_id)` after a merge commits
   (move Redis state);
 - `member_openid(member_id, appid)`, `member_phone(settings, member_id)`;
+- `public_profiles(member_ids)`: masked nickname + avatar, what other shoppers may see;
 - `staff_store_ids(staff_id)`, `staff_works_at(staff_id, store_id)`,
   `staff_is_manager_of(staff_id, store_id)`.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -516,6 +517,21 @@ def member_view(member: Member) -> dict[str, Any]:
         "unionid_bound": member.unionid is not None,
         "created_at": member.created_at.astimezone(SHANGHAI).isoformat(),
     }
+
+
+async def public_profiles(member_ids: Iterable[int]) -> dict[int, dict[str, str]]:
+    """What one shopper may see of others (a sharer, group members): the nickname masked to
+    its first character (张三丰 → 张**, none → 微信用户) and the avatar, never a phone. Every id
+    asked gets an entry, so a vanished member shows as anonymous rather than a KeyError."""
+    ids = sorted({int(i) for i in member_ids})
+    rows = await Member.filter(id__in=ids).values_list("id", "nickname", "avatar_url")
+    found = {mid: (nick, avatar) for mid, nick, avatar in rows}
+    out: dict[int, dict[str, str]] = {}
+    for mid in ids:
+        nick, avatar = found.get(mid, ("", ""))
+        name = (nick or "").strip()
+        out[mid] = {"nickname": f"{name[0]}**" if name else "微信用户", "avatar_url": avatar or ""}
+    return out
 
 
 async def set_member_disabled(

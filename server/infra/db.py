@@ -27,6 +27,8 @@ DOMAIN_APPS: list[str] = [
     "payments",
     "flashsale",
     "outbox",
+    "share",
+    "groupbuy",
 ]
 
 
