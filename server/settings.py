@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     worker_name: str | None = Field(
         default=None, description="stream consumer name of this worker; default: host name"
     )
+    subscribe_templates: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON {"group_result": "<template id>", ...}: subscribe message templates',
+    )
+    groupbuy_sweep_seconds: int = Field(
+        default=5, description="how often the worker settles group-buy groups past their deadline"
+    )
     write_off_revoke_minutes: int = Field(
         default=10, description="minutes a store manager has to revoke a coupon write-off"
     )
@@ -152,6 +159,13 @@ class Settings(BaseSettings):
         if self.sandbox_enabled:
             return DEMO_WECHAT_APPS
         return []
+
+    def subscribe_template(self, name: str) -> str | None:
+        """The subscribe message template id for `name`; the sandbox accepts any id, so demo
+        and sandbox runs get one made from the name."""
+        if name in self.subscribe_templates:
+            return self.subscribe_templates[name] or None
+        return f"sandbox-{name}" if self.sandbox_enabled else None
 
     def public_base(self, host: str = "127.0.0.1", port: int = 8000) -> str:
         return (self.public_url or f"http://{host}:{port}").rstrip("/")

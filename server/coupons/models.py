@@ -27,6 +27,7 @@ class CouponStatus(StrEnum):
     UNUSED = "unused"
     LOCKED = "locked"  # held by an unpaid order; comes back if the order is cancelled
     USED = "used"
+    VOID = "void"  # taken back unused (e.g. a group-buy voucher whose order was refunded)
 
 
 class CouponTemplate(TimestampedModel):
@@ -101,6 +102,9 @@ class Coupon(TimestampedModel):
     issuance = fields.ForeignKeyField(
         "coupons.CouponIssuance", related_name="coupons", null=True, on_delete=fields.RESTRICT
     )
+    # Granted by another domain for one fact (e.g. "gb:<order_no>": a group-buy voucher), so a
+    # replayed grant can never make a second coupon.
+    grant_ref = fields.CharField(max_length=64, null=True, unique=True)
     order_no = fields.CharField(max_length=32, null=True, db_index=True)  # locking/used order
     discount_fen = fields.IntField(null=True)  # what it took off that order
     used_at = fields.DatetimeField(null=True)

@@ -97,7 +97,7 @@ class RevokeIn(BaseModel):
 
 
 class MyCouponsQuery(BaseModel):
-    status: Literal["unused", "used", "expired", "locked", "all"] = "all"
+    status: Literal["unused", "used", "expired", "locked", "void", "all"] = "all"
 
 
 class WriteOffsQuery(BaseModel):
@@ -131,7 +131,7 @@ class CouponOut(BaseModel):
     name: str
     kind: Kind
     value_text: str
-    status: Literal["unused", "locked", "used", "expired"]
+    status: Literal["unused", "locked", "used", "expired", "void"]
     valid_from: str
     valid_until: str
     channel: ChannelName

@@ -431,7 +431,7 @@ async def my_coupons(member_id: int, status: str = "all") -> list[dict[str, Any]
         q = q.filter(status=CouponStatus.UNUSED, valid_until__gt=now)
     elif status == "expired":
         q = q.filter(status=CouponStatus.UNUSED, valid_until__lte=now)
-    elif status in ("used", "locked"):
+    elif status in ("used", "locked", "void"):
         q = q.filter(status=status)
     coupons = await q.order_by("-id").limit(500)
     return [coupon_out(c, c.template, now) for c in coupons]
@@ -499,6 +499,8 @@ async def issue_code(redis: Any, secret: bytes, member_id: int, coupon_id: int) 
         raise Conflict("this coupon has expired", code="COUPON_EXPIRED")
     if state == "locked":
         raise Conflict("this coupon is held by an unpaid order", code="COUPON_LOCKED")
+    if state == "void":
+        raise Conflict("this coupon was taken back", code="COUPON_VOID")
     if c.template.channel == Channel.ONLINE:
         raise Conflict("this coupon is for online orders only", code="COUPON_NOT_FOR_STORE")
     code = sign_code(secret, c.id, member_id)
@@ -572,6 +574,8 @@ async def write_off(
         raise AlreadyUsed("this coupon has already been used")
     if c.status == CouponStatus.LOCKED:
         raise Conflict("this coupon is held by an unpaid online order", code="COUPON_LOCKED")
+    if c.status == CouponStatus.VOID:
+        raise Conflict("this coupon was taken back (its order was refunded)", code="COUPON_VOID")
     if now >= c.valid_until:
         raise Conflict("this coupon has expired", code="COUPON_EXPIRED")
     if now < c.valid_from:
@@ -847,6 +851,8 @@ async def quote_coupons(
             raise AlreadyUsed(f"coupon {cid} has already been used")
         if state == "locked":
             raise Conflict(f"coupon {cid} is held by another unpaid order", code="COUPON_LOCKED")
+        if state == "void":
+            raise Conflict(f"coupon {cid} was taken back", code="COUPON_VOID")
         if state == "expired":
             raise Conflict(f"coupon {cid} has expired", code="COUPON_EXPIRED")
         if now < c.valid_from:
@@ -921,6 +927,75 @@ async def release_coupons_of_cancelled_order(move: lifecycle.Move) -> None:
         .using_db(move.conn)
         .update(status=CouponStatus.UNUSED, order_no=None, discount_fen=None)
     )
+
+
+# -- vouchers: coupons another domain grants for one fact ---------------------------------
+
+
+async def create_voucher_template(
+    *, name: str, sku_id: int, sku_name: str, store_ids: list[int], total: int, valid_days: int
+) -> CouponTemplate:
+    """A store-only "one free item" template that is never offered in the coupon centre:
+    what a group-buy voucher is, so live codes, store-scoped write-off and stats apply."""
+    return await create_template(
+        {
+            "name": name[:64],
+            "kind": CouponKind.FREE_ITEM,
+            "free_sku_id": sku_id,
+            "free_item_name": sku_name[:64],
+            "total": total,
+            "per_member_limit": total,
+            "valid_days": valid_days,
+            "channel": Channel.STORE,
+            "store_ids": store_ids,
+            "in_center": False,
+        }
+    )
+
+
+async def grant_coupon(template_id: int, member_id: int, ref: str, connection: Any) -> int:
+    """Give a member one coupon of the template for the fact `ref`, inside the caller's
+    transaction; granting the same `ref` again returns the first coupon's id."""
+    existing = await Coupon.filter(grant_ref=ref).using_db(connection).first()
+    if existing is not None:
+        return existing.id
+    t = await CouponTemplate.get(id=template_id).using_db(connection)
+    took = (
+        await CouponTemplate.filter(id=template_id, remaining__gte=1)
+        .using_db(connection)
+        .update(remaining=F("remaining") - 1, issued_count=F("issued_count") + 1)
+    )
+    if not took:
+        raise SoldOut(f"voucher template {template_id} has no units left")
+    valid_from, valid_until = _validity(t, utcnow())
+    coupon = await Coupon.create(
+        template_id=template_id,
+        member_id=member_id,
+        grant_ref=ref,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        using_db=connection,
+    )
+    return coupon.id
+
+
+async def void_coupon(coupon_id: int, connection: Any) -> None:
+    """Take back an unused coupon (its reason went away, e.g. the order was refunded); a coupon
+    already used cannot be taken back: COUPON_ALREADY_USED."""
+    changed = (
+        await Coupon.filter(id=coupon_id, status__in=[CouponStatus.UNUSED, CouponStatus.LOCKED])
+        .using_db(connection)
+        .update(status=CouponStatus.VOID)
+    )
+    if changed:
+        return
+    c = await Coupon.filter(id=coupon_id).using_db(connection).first()
+    if c is not None and c.status == CouponStatus.USED:
+        raise AlreadyUsed("the voucher of this order has already been used")
+
+
+async def count_void(template_id: int) -> int:
+    return await Coupon.filter(template_id=template_id, status=CouponStatus.VOID).count()
 
 
 # -- campaign issuance ---------------------------------------------------------------------

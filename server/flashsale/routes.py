@@ -15,7 +15,6 @@ import orjson
 from redis.exceptions import RedisError
 from sanic import Blueprint, HTTPResponse, Request
 from sanic_ext import openapi
-from sanic_ext.extensions.openapi.builders import OperationStore
 
 from server.flashsale import service
 from server.flashsale.models import FlashReservation, FlashSale
@@ -29,7 +28,7 @@ from server.infra.errors import (
     Unavailable,
     ValidationFailed,
 )
-from server.infra.http import body, respond, returns
+from server.infra.http import body, documents_body, error_answer, respond, returns
 
 bp = Blueprint("flashsale", url_prefix="/api/v1")
 
@@ -104,23 +103,11 @@ async def get_sale(request: Request, sale_id: int) -> HTTPResponse:
     return respond(_out(sale, await service.remaining(app.ctx.redis, app.ctx.scripts, sale)))
 
 
-def _documents_body(model: Any) -> Any:
-    """openapi.body without its per-request wrapper (the grab parses its body itself)."""
-
-    def apply(fn: Any) -> Any:
-        wrapped = openapi.body({"application/json": model})(fn)
-        store = OperationStore()
-        store[fn] = store.pop(wrapped)
-        return fn
-
-    return apply
-
-
 @bp.post("/flash-sales/<sale_id:int>/orders")
 @openapi.secured("BearerAuth")
 @openapi.parameter("Idempotency-Key", str, location="header", required=True)
 @returns(GrabOut, status=202)
-@_documents_body(GrabIn)
+@documents_body(GrabIn)
 async def grab(request: Request, sale_id: int) -> HTTPResponse:
     """Take units of a live sale. 202 with the order number (the order appears as pending
     payment within moments); 409 SOLD_OUT / LIMIT_REACHED / NOT_STARTED / ENDED; 429 when
@@ -167,16 +154,8 @@ async def grab(request: Request, sale_id: int) -> HTTPResponse:
     except RedisError:
         raise Unavailable("the sale cannot be reached right now; try again") from None
     except AppError as exc:
-        # SOLD_OUT is most of a flash sale's traffic: render the error envelope here rather
-        # than through Sanic's exception handling, which costs more than the grab itself.
-        rid = str(request.id)
-        headers = {"X-Request-ID": rid, **exc.headers}
-        return HTTPResponse(
-            orjson.dumps(exc.body(rid)),
-            status=exc.status,
-            headers=headers,
-            content_type="application/json",
-        )
+        # SOLD_OUT is most of a flash sale's traffic: no trip through Sanic's error handling.
+        return error_answer(request, exc)
     return HTTPResponse(
         b'{"order_no":"%s","sale_id":%d,"quantity":%d,"status":"reserved","replayed":%s}'
         % (got.order_no.encode(), sale_id, got.quantity, b"true" if got.replayed else b"false"),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +34,8 @@ from server.flashsale.models import FlashReservation, FlashSale, ReservationStat
 from server.infra.clock import utcnow
 from server.infra.errors import Conflict, NotFound, RateLimited, Unavailable, ValidationFailed
 from server.infra.redis import Scripts
+from server.infra.streams import entry_fields
+from server.infra.streams import text as _s
 from server.orders import lifecycle
 from server.orders.models import Order, OrderKind, OrderStatus
 from server.orders.service import LineIn, create_order, new_order_no
@@ -294,21 +295,10 @@ async def _warm_once(redis: Any, scripts: Scripts, sale_id: int) -> None:
 # -- warming -----------------------------------------------------------------------------------
 
 
-def _entry_fields(fields: Any) -> dict[str, str]:
-    if isinstance(fields, dict):
-        return {_s(k): _s(v) for k, v in fields.items()}
-    it = iter(fields)
-    return {_s(k): _s(v) for k, v in zip(it, it, strict=False)}
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 async def _stream_entries(redis: Any, sale_id: int) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     for _id, fields in await redis.xrange(stream_key(sale_id), "-", "+"):
-        out.append(_entry_fields(fields))
+        out.append(entry_fields(fields))
     return out
 
 
@@ -391,17 +381,6 @@ async def warm(redis: Any, scripts: Scripts, sale: FlashSale) -> bool:
 
 
 # -- materialisation (the worker's stream consumer) ---------------------------------------------
-
-FAULT_ENV = "HAODIAN_FAULT"
-
-
-def _fault(point: str) -> None:
-    """Tests crash the worker at a named point (HAODIAN_FAULT=<point>): exit at once,
-    like kill -9, with nothing flushed or acknowledged."""
-    if os.environ.get(FAULT_ENV) == point:
-        log.warning("fault injected: exiting", extra={"point": point})
-        os._exit(137)
-
 
 async def materialise(sale: FlashSale, sku_name: str, entry: dict[str, str]) -> str:
     """Insert the reservation and its order in one transaction; idempotent by order number.
@@ -543,7 +522,7 @@ async def reconcile(redis: Any, scripts: Scripts, sale_id: int) -> list[str]:
             changes.append(f"stock key was missing: warmed from the database to {left}")
             return changes
         released_set = {_s(x) for x in released}
-        inflight = [_entry_fields(f) for _id, f in entries]
+        inflight = [entry_fields(f) for _id, f in entries]
         fig = await _figures(sale, inflight, released_set.__contains__)
         it = iter(buyers_flat)
         have = {_s(m): int(_s(q)) for m, q in zip(it, it, strict=False)}

@@ -27,6 +27,7 @@ JOB_MODULES: list[str] = [
     "server.payments.jobs",
     "server.flashsale.jobs",
     "server.outbox.jobs",
+    "server.groupbuy.jobs",
 ]
 QUEUE = "haodian:jobs"
 

@@ -56,8 +56,13 @@ Hook = Callable[[Move], Awaitable[None]]
 # A revive hook answers whether it took back what the cancelled order needs (inside conn).
 Revive = Callable[[Order, Any], Awaitable[bool]]
 
+# A scenario whose orders are written after the answer (a stream the worker reads) writes one
+# on demand when the shopper asks for it first; answers whether the order exists now.
+Pending = Callable[[str, Any], Awaitable[bool]]
+
 _hooks: list[tuple[OrderStatus, frozenset[OrderKind] | None, Hook]] = []
 _revivers: dict[OrderKind, Revive] = {}
+_pending: dict[str, Pending] = {}
 
 # Modules that register hooks; imported before the first move, so every process (API
 # worker, job worker, CLI) runs the same hooks whatever it imported so far.
@@ -65,6 +70,7 @@ HOOK_MODULES: list[str] = [
     "server.orders.pickup",
     "server.coupons.service",
     "server.flashsale.service",
+    "server.groupbuy.outcomes",
 ]
 
 
@@ -91,6 +97,24 @@ def revive(kind: OrderKind) -> Callable[[Revive], Revive]:
         return fn
 
     return wrap
+
+
+def pending_orders(prefix: str) -> Callable[[Pending], Pending]:
+    """Register the writer of not-yet-written orders whose numbers start with `prefix`."""
+
+    def wrap(fn: Pending) -> Pending:
+        _pending[prefix] = fn
+        return fn
+
+    return wrap
+
+
+async def write_pending(order_no: str, redis: Any) -> bool:
+    _load()
+    for prefix, fn in _pending.items():
+        if order_no.startswith(prefix):
+            return await fn(order_no, redis)
+    return False
 
 
 async def run(move: Move) -> None:

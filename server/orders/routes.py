@@ -70,7 +70,9 @@ async def my_orders(request: Request) -> HTTPResponse:
 @auth.authenticated("member")
 @returns(OrderOut)
 async def my_order(request: Request, order_no: str) -> HTTPResponse:
-    order = await service.get_order(order_no, member_id=request.ctx.principal.subject)
+    order = await service.get_order(
+        order_no, member_id=request.ctx.principal.subject, redis=request.app.ctx.redis
+    )
     return respond(await _view(order, events=True))
 
 
@@ -80,7 +82,9 @@ async def my_order(request: Request, order_no: str) -> HTTPResponse:
 @returns(PayParamsOut)
 async def pay_order(request: Request, order_no: str, payload: PayIn) -> HTTPResponse:
     """The parameters for `wx.requestPayment` (the order must be unpaid and in time)."""
-    order = await service.get_order(order_no, member_id=request.ctx.principal.subject)
+    order = await service.get_order(
+        order_no, member_id=request.ctx.principal.subject, redis=request.app.ctx.redis
+    )
     params = await payments.prepay(request.app.ctx.settings, order, payload.appid)
     return respond(params)
 

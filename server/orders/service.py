@@ -69,11 +69,12 @@ async def create_order(
     order_no: str | None = None,
     source: str | None = None,
     pay_timeout: timedelta = DEFAULT_PAY_TIMEOUT,
+    pay_deadline: datetime | None = None,
     actor: str = "system",
     connection: Any = None,
 ) -> Order:
     """Insert an order with its lines and a 'created' event (in the caller's transaction
-    when `connection` is given)."""
+    when `connection` is given). The pay deadline is `pay_deadline`, else now + pay_timeout."""
     lines = list(lines)
     if not lines:
         raise ValidationFailed("an order needs at least one item")
@@ -95,7 +96,7 @@ async def create_order(
             discount_fen=discount_fen,
             fee_fen=fee_fen,
             payable_fen=payable,
-            pay_deadline=utcnow() + pay_timeout,
+            pay_deadline=pay_deadline or utcnow() + pay_timeout,
             source=source,
             using_db=conn,
         )
@@ -129,11 +130,15 @@ async def create_order(
         return await _insert(conn)
 
 
-async def get_order(order_no: str, member_id: int | None = None) -> Order:
+async def get_order(order_no: str, member_id: int | None = None, *, redis: Any = None) -> Order:
+    """The order; with `redis`, one its scenario has promised but not written yet is written
+    now (lifecycle.pending_orders), so a shopper can pay right after the answer."""
     query = Order.filter(order_no=order_no)
     if member_id is not None:
         query = query.filter(member_id=member_id)
     order = await query.first()
+    if order is None and redis is not None and await lifecycle.write_pending(order_no, redis):
+        order = await query.first()
     if order is None:
         raise NotFound(f"no order {order_no}", code="ORDER_NOT_FOUND")
     return order

@@ -63,6 +63,7 @@ _handlers: dict[str, list[tuple[str, Handler]]] = {}
 # every topic whatever it imported so far.
 HANDLER_MODULES: list[str] = [
     "server.flashsale.service",
+    "server.groupbuy.outcomes",
 ]
 
 
