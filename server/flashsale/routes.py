@@ -23,12 +23,19 @@ from server.infra import auth
 from server.infra.clock import SHANGHAI
 from server.infra.errors import (
     AppError,
-    BadRequest,
     NotFound,
     Unavailable,
     ValidationFailed,
 )
-from server.infra.http import body, documents_body, error_answer, respond, returns
+from server.infra.http import (
+    body,
+    documents_body,
+    error_answer,
+    idempotency_key,
+    json_object,
+    respond,
+    returns,
+)
 
 bp = Blueprint("flashsale", url_prefix="/api/v1")
 
@@ -119,19 +126,10 @@ async def grab(request: Request, sale_id: int) -> HTTPResponse:
     # trip for a token already seen.
     claims = await app.ctx.revocations.verify(settings, auth.bearer(request), "member")
 
-    key = request.headers.get("idempotency-key", "")
-    if not 0 < len(key) <= 128:
-        raise BadRequest(
-            "send an Idempotency-Key header (1-128 characters)", code="IDEMPOTENCY_KEY_REQUIRED"
-        )
+    key = idempotency_key(request)
     quantity = 1
     if request.body:
-        try:
-            data = orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            raise BadRequest("request body is not valid JSON", code="MALFORMED_JSON") from None
-        if not isinstance(data, dict):
-            raise BadRequest("request body must be a JSON object", code="MALFORMED_JSON")
+        data = json_object(request)
         quantity = data.get("quantity", 1)
         if type(quantity) is not int or not 1 <= quantity <= 100:
             raise ValidationFailed(

@@ -382,6 +382,7 @@ async def warm(redis: Any, scripts: Scripts, sale: FlashSale) -> bool:
 
 # -- materialisation (the worker's stream consumer) ---------------------------------------------
 
+
 async def materialise(sale: FlashSale, sku_name: str, entry: dict[str, str]) -> str:
     """Insert the reservation and its order in one transaction; idempotent by order number.
 

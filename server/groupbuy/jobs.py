@@ -32,15 +32,31 @@ class SeatConsumer(StreamConsumer):
     def __init__(self, redis: Any, scripts: Scripts, settings: Settings) -> None:
         super().__init__(redis, settings.worker_name, settings.flashsale_claim_idle_ms)
         self.scripts = scripts
+        self.keep_until: dict[int, int] = {}  # activity -> when its keys may expire (ms)
+        self.expiry_set: set[int] = set()
 
     async def refresh(self) -> None:
         since = utcnow() - DRAIN_AFTER_END
-        ids = await GroupBuy.filter(state=ActivityState.ON, ends_at__gt=since).values_list(
-            "id", flat=True
+        rows = await GroupBuy.filter(state=ActivityState.ON, ends_at__gt=since).values_list(
+            "id", "ends_at"
         )
-        self.streams = {int(i): seats.activity_keys(int(i))["stream"] for i in ids}
+        self.keep_until = {
+            int(i): int((end + seats.KEEP_AFTER_END).timestamp() * 1000) for i, end in rows
+        }
+        self.streams = {i: seats.activity_keys(i)["stream"] for i in self.keep_until}
+
+    async def before_entries(self, activity_id: int) -> None:
+        # Keys the seat script made after the warm expire with the others, after the end.
+        if activity_id in self.expiry_set:
+            return
+        for key in seats.activity_keys(activity_id).values():
+            await self.redis.pexpireat(key, self.keep_until[activity_id])
+        self.expiry_set.add(activity_id)
 
     async def handle_entry(self, activity_id: int, entry: dict[str, str]) -> str:
+        if entry.get("mode") == "open":
+            for key in seats.group_keys(activity_id, entry["g"]):
+                await self.redis.pexpireat(key, self.keep_until[activity_id])
         return await seats.materialise(activity_id, entry)
 
 

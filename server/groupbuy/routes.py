@@ -29,8 +29,16 @@ from server.groupbuy.schemas import (
 )
 from server.infra import auth
 from server.infra.clock import SHANGHAI
-from server.infra.errors import AppError, BadRequest, NotFound, Unavailable, ValidationFailed
-from server.infra.http import body, documents_body, error_answer, respond, returns
+from server.infra.errors import AppError, NotFound, Unavailable, ValidationFailed
+from server.infra.http import (
+    body,
+    documents_body,
+    error_answer,
+    idempotency_key,
+    json_object,
+    respond,
+    returns,
+)
 from server.share import service as share
 
 bp = Blueprint("groupbuy", url_prefix="/api/v1")
@@ -125,14 +133,7 @@ async def group_landing(request: Request, group_no: str) -> HTTPResponse:
 
 
 def _scene(request: Request) -> str:
-    if not request.body:
-        return ""
-    try:
-        data = orjson.loads(request.body)
-    except orjson.JSONDecodeError:
-        raise BadRequest("request body is not valid JSON", code="MALFORMED_JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object", code="MALFORMED_JSON")
+    data = json_object(request)
     scene = data.get("scene") or ""
     if not isinstance(scene, str) or len(scene) > 32:
         raise ValidationFailed(
@@ -162,12 +163,7 @@ async def _take(request: Request, mode: str, activity_id: int, group_no: str) ->
     app = request.app
     try:
         claims = await app.ctx.revocations.verify(app.ctx.settings, auth.bearer(request), "member")
-        key = request.headers.get("idempotency-key", "")
-        if not 0 < len(key) <= 128:
-            raise BadRequest(
-                "send an Idempotency-Key header (1-128 characters)",
-                code="IDEMPOTENCY_KEY_REQUIRED",
-            )
+        key = idempotency_key(request)
         got = await seats.take_seat(
             app.ctx.redis,
             app.ctx.scripts,

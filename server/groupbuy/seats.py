@@ -319,6 +319,8 @@ async def materialise(activity_id: int, entry: dict[str, str]) -> str:
     group_no, opening = entry["g"], entry["mode"] == "open"
     deadline, expires = from_ms(int(entry["d"])), from_ms(int(entry["x"]))
     scene = entry.get("c", "")[:32]
+    same = {"activity_id": activity_id, "order_no": order_no, "member_id": member_id,
+            "seat_no": seat_no}  # fmt: skip
     try:
         async with in_transaction() as conn:
             if opening:
@@ -346,11 +348,8 @@ async def materialise(activity_id: int, entry: dict[str, str]) -> str:
                 scene or None, member_id, "group", group_no, connection=conn
             )
             await GroupSeat.create(
+                **same,
                 group_id=group.id,
-                activity_id=activity_id,
-                order_no=order_no,
-                member_id=member_id,
-                seat_no=seat_no,
                 live_seat=seat_no,
                 live_member=member_id,
                 is_leader=opening,
@@ -378,11 +377,8 @@ async def materialise(activity_id: int, entry: dict[str, str]) -> str:
             return "rejected"
         async with in_transaction() as conn:
             await GroupSeat.create(
+                **same,
                 group_id=group.id,
-                activity_id=activity_id,
-                order_no=order_no,
-                member_id=member_id,
-                seat_no=seat_no,
                 state=SeatState.REJECTED,
                 freed_at=utcnow(),
                 using_db=conn,

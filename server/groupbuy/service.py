@@ -154,9 +154,7 @@ async def get_group(group_no: str) -> Group:
 async def group_out(redis: Any, group_no: str) -> dict[str, Any]:
     activity_id = seats.activity_of(group_no)
     g = await Group.get_or_none(group_no=group_no)
-    redis_g = await redis.hmget(
-        seats.group_keys(activity_id, group_no)[0], "taken", "exp", "state"
-    )
+    redis_g = await redis.hmget(seats.group_keys(activity_id, group_no)[0], "taken", "exp", "state")
     if g is None:  # opened a moment ago; the worker has not written it yet
         if redis_g[1] is None:
             raise NotFound(f"no group {group_no}", code="GROUP_NOT_FOUND")
@@ -280,3 +278,36 @@ async def _shareable(target: str, sharer_id: int) -> None:
 
 
 share.register_kind("group", PAGE, _shareable, param="g")
+
+
+# -- member merges -----------------------------------------------------------------------------
+
+
+async def move_member_seats(from_id: int, into_id: int, connection: Any) -> int:
+    """identity's merge mover: seats go to the surviving member; where both held a live seat
+    in one group, the merged member's stays live under its old id (one live seat per member
+    per group is a unique the merge must not break), so neither loses a paid seat."""
+    rows = await GroupSeat.filter(member_id=from_id).using_db(connection)
+    for s in rows:
+        changes: dict[str, Any] = {"member_id": into_id}
+        if s.live_member is not None:
+            clash = (
+                await GroupSeat.filter(group_id=s.group_id, live_member=into_id)  # type: ignore[attr-defined]
+                .using_db(connection)
+                .exists()
+            )
+            if not clash:
+                changes["live_member"] = into_id
+        await GroupSeat.filter(id=s.id).using_db(connection).update(**changes)
+    await (
+        GroupSeat.filter(sharer_member_id=from_id)
+        .using_db(connection)
+        .update(sharer_member_id=into_id)
+    )
+    await (
+        Group.filter(leader_member_id=from_id).using_db(connection).update(leader_member_id=into_id)
+    )
+    return len(rows)
+
+
+identity.register_member_owned(GroupSeat, "member_id", mover=move_member_seats)

@@ -53,16 +53,33 @@ def _raise_validation(exc: ValidationError, where: str) -> None:
     ) from None
 
 
-def parse_body(request: Request, model: type[M]) -> M:
+def json_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object ({} when empty); MALFORMED_JSON otherwise. Hot paths that
+    skip pydantic use it directly."""
     raw = request.body or b""
     if not raw.strip():
-        raw = b"{}"
+        return {}
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BadRequest("request body is not valid JSON", code="MALFORMED_JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object", code="MALFORMED_JSON")
+    return data
+
+
+def idempotency_key(request: Request) -> str:
+    """The Idempotency-Key a stock- or money-moving POST must carry."""
+    key = request.headers.get("idempotency-key", "")
+    if not 0 < len(key) <= 128:
+        raise BadRequest(
+            "send an Idempotency-Key header (1-128 characters)", code="IDEMPOTENCY_KEY_REQUIRED"
+        )
+    return key
+
+
+def parse_body(request: Request, model: type[M]) -> M:
+    data = json_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
