@@ -10,6 +10,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -227,9 +228,20 @@ def test_demo_runs_with_no_configuration(tmp_path_factory: pytest.TempPathFactor
         assert login.status_code == 200, login.text
         assert took < 60
         _demo_pickup_walkthrough(proc.base_url)
+        activity = _demo_group_buy_walkthrough(proc.base_url)
     finally:
         proc.stop()
     assert _processes_in(cwd / ".haodian") == [], "the embedded Redis outlived `haodian serve`"
+
+    # A later start seeds again: still one live demo group-buy, the same one, its group kept.
+    again = ServerProcess(["serve"], {}, cwd / "serve-again.log", cwd)
+    try:
+        again.wait_ready(timeout=60)
+        live = httpx.get(again.base_url + "/api/v1/group-buys").json()["items"]
+        assert [(a["id"], a["units_left"]) for a in live] == [(activity["id"], 2997)], live
+    finally:
+        again.stop()
+    assert _processes_in(cwd / ".haodian") == []
 
 
 def test_a_stop_signal_during_the_first_seeding_leaves_nothing_running(
@@ -369,6 +381,98 @@ def _demo_flash_sale_walkthrough(c: httpx.Client, me: dict[str, str], sku_id: in
         time.sleep(0.1)
     assert order.status_code == 200, order.text
     assert order.json()["status"] == "pending_payment"
+
+
+def _demo_user(c: httpx.Client) -> dict[str, str]:
+    """A new WeChat user signed in to the mini-program (the README's first lines)."""
+    openid = c.post("/_sandbox/wechat/users", json={}).json()["openid"]
+    code = c.post(f"/_sandbox/wechat/users/{openid}/login-code").json()["code"]
+    r = c.post("/api/v1/auth/login", json={"code": code})
+    assert r.status_code == 200, r.text
+    return {"authorization": f"Bearer {r.json()['token']}"}
+
+
+def _demo_pay(c: httpx.Client, who: dict[str, str], order_no: str) -> None:
+    r = c.post(f"/api/v1/orders/{order_no}/pay", headers=who, json={})
+    assert r.status_code == 200, r.text
+    paid = c.post(f"/_sandbox/wechat/pay/{order_no}/complete?wait=1").json()
+    assert paid["notify_status"] == 204, paid
+
+
+def _demo_group_buy_walkthrough(base: str) -> dict[str, Any]:
+    """The README's group-buy on the demo's SQLite, embedded Redis and embedded worker: the
+    seeded activity; a leader opens a group and pays, shares it, two friends join through the
+    scene and pay; vouchers, a write-off by the demo clerk at WH0001, the operator's stats."""
+    with httpx.Client(base_url=base, timeout=30) as c:
+        live = c.get("/api/v1/group-buys").json()["items"]
+        assert len(live) == 1, live
+        activity = live[0]
+        assert activity["status"] == "live" and activity["group_size"] == 3
+        assert activity["group_price_fen"] < activity["price_fen"]
+        wh0001 = c.get("/api/v1/stores", params={"q": "WH0001"}).json()["items"][0]
+        assert activity["store_ids"] == [wh0001["id"]]
+        leader = _demo_user(c)
+        r = c.post(
+            f"/api/v1/group-buys/{activity['id']}/groups",
+            headers=leader | {"idempotency-key": uuid.uuid4().hex},
+        )
+        assert r.status_code == 201, r.text
+        group_no = r.json()["group_no"]
+        _demo_pay(c, leader, r.json()["order_no"])
+        for _ in range(100):
+            view = c.get(f"/api/v1/groups/{group_no}").json()
+            if view["status"] == "open":
+                break
+            time.sleep(0.1)
+        assert view["status"] == "open" and view["paid"] == 1, view
+        r = c.post("/api/v1/shares", headers=leader, json={"kind": "group", "target": group_no})
+        assert r.status_code == 201, r.text
+        scene = r.json()["scene"]
+        members = [leader]
+        for _ in range(2):
+            friend = _demo_user(c)
+            members.append(friend)
+            landing = c.get(f"/api/v1/shares/{scene}", headers=friend).json()
+            assert (landing["kind"], landing["target"]) == ("group", group_no), landing
+            r = c.post(
+                f"/api/v1/groups/{group_no}/join",
+                headers=friend | {"idempotency-key": uuid.uuid4().hex},
+                json={"scene": scene},
+            )
+            assert r.status_code == 201, r.text
+            _demo_pay(c, friend, r.json()["order_no"])
+        view = c.get(f"/api/v1/groups/{group_no}").json()
+        assert (view["status"], view["paid"], view["seats_left"]) == ("succeeded", 3, 0), view
+        template = c.get(f"/api/v1/group-buys/{activity['id']}").json()["voucher_template_id"]
+        codes = []
+        for who in members:
+            mine = c.get("/api/v1/me/coupons", params={"status": "unused"}, headers=who).json()
+            ids = [v["id"] for v in mine["items"] if v["template_id"] == template]
+            assert len(ids) == 1, mine
+            r = c.get(f"/api/v1/me/coupons/{ids[0]}/code", headers=who)
+            assert r.status_code == 200, r.text
+            codes.append(r.json()["code"])
+        clerk = c.post(
+            "/api/v1/staff/auth/login", json={"username": "clerk", "password": "haodian-clerk"}
+        ).json()["token"]
+        r = c.post(
+            "/api/v1/staff/write-offs",
+            headers={"authorization": f"Bearer {clerk}"},
+            json={"code": codes[-1]},
+        )
+        assert r.status_code == 201, r.text
+        admin = c.post(
+            "/api/v1/admin/auth/login", json={"username": "admin", "password": "haodian-demo"}
+        ).json()["token"]
+        stats = c.get(
+            f"/api/v1/admin/group-buys/{activity['id']}/stats",
+            headers={"authorization": f"Bearer {admin}"},
+        ).json()
+        assert (
+            stats["groups_succeeded"], stats["members"], stats["vouchers_issued"],
+            stats["vouchers_written_off"], stats["joins_via_share"], stats["refunds"],
+        ) == (1, 3, 3, 1, 2, 0), stats  # fmt: skip
+        return activity
 
 
 def test_readme_documents_every_setting() -> None:

@@ -12,6 +12,7 @@ import importlib.util
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api import migrate as migrate_api
 from tortoise.migrations.autodetector import MigrationAutodetector
 
@@ -47,15 +48,19 @@ def _apps_config() -> dict[str, dict[str, Any]]:
 
 def tortoise_config(settings: Settings) -> dict[str, Any]:
     url = settings.db_url
+    connection: str | dict[str, Any] = url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Tortoise's SQLite engine, with transactions that queue for the write lock: the demo's
+        # API and job worker are two processes writing one file (server/infra/sqlite.py).
+        connection = {**expand_db_url(url), "engine": "server.infra.sqlite"}
     else:
         # A small pool per worker: 2,000 stores x N workers must not exhaust PostgreSQL.
         sep = "&" if "?" in url else "?"
         if "maxsize=" not in url:
-            url = f"{url}{sep}minsize=1&maxsize=20"
+            connection = f"{url}{sep}minsize=1&maxsize=20"
     return {
-        "connections": {"default": url},
+        "connections": {"default": connection},
         "apps": _apps_config(),
         "use_tz": True,
         "timezone": "UTC",
