@@ -482,5 +482,96 @@ async def test_refusals_replays_and_the_landing_page(
               "starts_at": now.isoformat(), "ends_at": now.isoformat(), "group_minutes": 1},
     )  # fmt: skip
     assert bad.status_code == 422
+    far = {"ends_at": "9999-12-31T23:59:59+00:00"}
+    for over in (far, {"store_ids": [2**63]}, {"group_price_fen": 999_999}):
+        body = {
+            "sku_id": (await new_sku()).id,
+            "group_price_fen": 100,
+            "group_size": 3,
+            "units": 30,
+            "starts_at": now.isoformat(),
+            "ends_at": (now + timedelta(days=1)).isoformat(),
+            "group_minutes": 10,
+            **over,
+        }
+        r = await api.post("/api/v1/admin/group-buys", headers=op, json=body)
+        assert r.status_code == 422, (over, r.text)
+    listed = await api.get("/api/v1/group-buys")
+    assert listed.status_code == 200
     member_tries = await api.post("/api/v1/admin/group-buys", headers=bearer("x"), json={})
     assert member_tries.status_code == 401
+
+
+async def test_a_payment_the_group_cannot_take_is_refunded_and_flagged_never_lost(
+    api: httpx.AsyncClient, op: dict[str, str], database: Settings, worker: ServerProcess
+) -> None:
+    from server.coupons.models import CouponTemplate
+
+    activity = await create_activity(api, op, group_size=2)
+    tpl = activity["voucher_template_id"]
+    # Vouchers are granted only by the group-buy: neither the centre nor a campaign can take them.
+    r = await api.patch(f"/api/v1/admin/coupon-templates/{tpl}", json={"in_center": True},
+                        headers=op)  # fmt: skip
+    assert r.status_code == 409 and error_code(r) == "TEMPLATE_GRANTED_ONLY"
+    m, _ = await new_member(database)
+    r = await api.post("/api/v1/admin/coupon-issuances", headers=op,
+                       json={"template_id": tpl, "member_ids": [m.id]})  # fmt: skip
+    assert r.status_code == 409 and error_code(r) == "TEMPLATE_GRANTED_ONLY"
+    # Should the voucher still be impossible to grant (here: its units gone behind our back),
+    # the last payment is not applied as paid, and not dropped either: refunded and flagged.
+    _, group_no, _ = await open_paid_group(api, activity)
+    await CouponTemplate.filter(id=tpl).update(remaining=0)
+    friend = await shopper(api)
+    r = await join(api, friend, group_no)
+    order_no = r.json()["order_no"]
+    assert (await pay(api, friend, order_no)).json()["notify_status"] == 204
+
+    async def refunded() -> bool:
+        return (await Order.get(order_no=order_no)).status == OrderStatus.REFUNDED
+
+    await wait_for(refunded)
+    order = await Order.get(order_no=order_no)
+    assert order.flag and "COUPON_SOLD_OUT" in order.flag
+    assert await Refund.filter(order_id=order.id).count() == 1
+    group = await Group.get(group_no=group_no)
+    assert group.status == GroupStatus.OPEN and group.paid_count == 1
+
+
+async def test_a_leader_leaving_alone_ends_the_group_and_limits_come_back(
+    api: httpx.AsyncClient, op: dict[str, str], database: Settings, worker: ServerProcess
+) -> None:
+    activity = await create_activity(api, op, per_member_limit=1)
+    leader, group_no, leader_order = await open_paid_group(api, activity)
+    holder = await shopper(api)
+    r = await join(api, holder, group_no)  # holds a seat, does not pay
+    holder_order = r.json()["order_no"]
+    # Cancelling at once works, before the worker wrote the order.
+    other = await shopper(api)
+    r = await open_group(api, other, activity)
+    r = await api.post(f"/api/v1/orders/{r.json()['order_no']}/cancel",
+                       headers=other["headers"], json={})  # fmt: skip
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    # Double-tapped pay buttons: no error, one payment.
+    again = await asyncio.gather(
+        *(api.post(f"/api/v1/orders/{holder_order}/pay", headers=holder["headers"], json={})
+          for _ in range(6))
+    )  # fmt: skip
+    assert {a.status_code for a in again} == {200}
+
+    r = await api.post(f"/api/v1/orders/{leader_order}/cancel", headers=leader["headers"], json={})
+    assert r.status_code == 200, r.text
+    view = await wait_status(api, group_no, "failed")
+    assert view["paid"] == 0
+
+    async def holder_closed() -> bool:
+        return (await Order.get(order_no=holder_order)).status == OrderStatus.CANCELLED
+
+    await wait_for(holder_closed)
+    # Neither the leader nor the holder is stuck at the limit of 1: both may open again.
+    for who in (leader, holder):
+
+        async def opens(who: dict[str, Any] = who) -> bool:
+            r = await open_group(api, who, activity)
+            return r.status_code == 201
+
+        await wait_for(opens)

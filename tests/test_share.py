@@ -218,6 +218,12 @@ async def test_the_landing_page_shows_the_masked_sharer_and_counts_opens(
     assert (await Share.get(scene=scene)).opens == 13
     assert await ShareOpen.filter(share_id=row.id).count() == 13
 
+    # Reloading from one address cannot inflate it: past 30 an hour the page opens uncounted.
+    pages = await asyncio.gather(*(api.get(f"/api/v1/shares/{scene}") for _ in range(25)))
+    assert {p.status_code for p in pages} == {200}
+    assert (await Share.get(scene=scene)).opens == 30
+    assert await ShareOpen.filter(share_id=row.id).count() == 30
+
 
 async def test_public_profiles_mask_every_nickname(database: Settings) -> None:
     named = await Member.create(nickname="Alice", phone_masked="139****1234")

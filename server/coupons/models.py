@@ -56,6 +56,9 @@ class CouponTemplate(TimestampedModel):
     category_ids: list[int] = fields.JSONField(default=list)  # type: ignore[assignment]
     audience_tiers: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
     in_center = fields.BooleanField(default=True)  # listed in the coupon centre
+    # Only another domain grants these (group-buy vouchers): never claimed in the centre nor
+    # sent by a campaign, so their units stay for the grants they were made for.
+    granted_only = fields.BooleanField(default=False)
     active = fields.BooleanField(default=True)
     claimed_count = fields.IntField(default=0)
     issued_count = fields.IntField(default=0)

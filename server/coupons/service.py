@@ -116,6 +116,12 @@ async def list_templates(limit: int = 200) -> list[CouponTemplate]:
 async def update_template(template_id: int, changes: dict[str, Any]) -> CouponTemplate:
     t = await get_template(template_id)
     changes = {k: v for k, v in changes.items() if v is not None}
+    if t.granted_only and changes.get("in_center"):
+        raise Conflict(
+            "this template's coupons are granted by another scenario (e.g. group-buy vouchers)"
+            " and cannot be offered in the coupon centre",
+            code="TEMPLATE_GRANTED_ONLY",
+        )
     if changes:
         await CouponTemplate.filter(id=t.id).update(**changes)
     return await get_template(template_id)
@@ -192,7 +198,7 @@ def _validity(t: CouponTemplate, now: datetime) -> tuple[datetime, datetime]:
 
 
 def _claim_window_reason(t: CouponTemplate, now: datetime, tier: str | None) -> str | None:
-    if not t.active or not t.in_center:
+    if not t.active or not t.in_center or t.granted_only:
         return "NOT_AVAILABLE"
     if t.claim_from and now < t.claim_from:
         return "NOT_STARTED"
@@ -949,6 +955,7 @@ async def create_voucher_template(
             "channel": Channel.STORE,
             "store_ids": store_ids,
             "in_center": False,
+            "granted_only": True,
         }
     )
 
@@ -1007,6 +1014,11 @@ async def create_issuance(
     template_id: int, member_ids: list[int], operator_id: int | None
 ) -> CouponIssuance:
     t = await get_template(template_id)
+    if t.granted_only:
+        raise Conflict(
+            "this template's coupons are granted by another scenario (e.g. group-buy vouchers)",
+            code="TEMPLATE_GRANTED_ONLY",
+        )
     members = list(dict.fromkeys(member_ids))  # a member listed twice gets one coupon
     return await CouponIssuance.create(
         template_id=t.id, member_ids=members, total=len(members), operator_id=operator_id

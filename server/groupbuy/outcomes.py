@@ -24,6 +24,7 @@ from server.infra.errors import Conflict
 from server.orders import lifecycle
 from server.orders.models import Order, OrderKind, OrderStatus
 from server.outbox import service as outbox
+from server.share import service as share
 
 log = logging.getLogger("haodian.groupbuy")
 
@@ -96,7 +97,13 @@ async def _seat_paid(move: lifecycle.Move) -> None:
     )
     if not took:  # cannot happen under the row lock; refuse rather than over-count
         raise Conflict("the group changed while the payment was applied", code="GROUP_BUSY")
-    await GroupSeat.filter(id=seat.id).using_db(conn).update(state=SeatState.PAID, paid_at=now)
+    # Who brought whom counts when the friend's payment counts, not at a seat left unpaid.
+    sharer = await share.record_conversion(
+        seat.scene or None, seat.member_id, "group", group.group_no, connection=conn
+    )
+    await GroupSeat.filter(id=seat.id).using_db(conn).update(
+        state=SeatState.PAID, paid_at=now, sharer_member_id=sharer
+    )
     if updates.get("status") == GroupStatus.OPEN:
         await _emit(
             "groupbuy.opened",
@@ -152,6 +159,7 @@ async def _fail(group: Group, conn: Any, *, outcome: str) -> bool:
         if s.state == SeatState.PAID:
             await _refund_later(s.order_no, "the group did not fill in time", conn)
             await _message(s, group, "failed", conn)
+            await _free(s, group, SeatState.PAID, conn)  # its place in the member's limit too
         elif s.state == SeatState.HELD:
             await _emit("groupbuy.close_order", {"order_no": s.order_no},
                         f"gb-close:{s.order_no}", conn)  # fmt: skip
@@ -208,21 +216,21 @@ async def _seat_refunding(move: lifecycle.Move) -> None:
     if seat is None:
         return
     group = await _locked_group(seat.group_id, conn)  # type: ignore[attr-defined]
+    if seat.state == SeatState.PAID and seat.voucher_coupon_id is not None:
+        await coupons.void_coupon(seat.voucher_coupon_id, conn)  # refused once it was used
+    if seat.state not in (SeatState.PAID, SeatState.VOID):
+        return
+    # The seat, and its place in the member's limit, are free again.
+    await _free(seat, group, SeatState.REFUNDING, conn)
     if seat.state == SeatState.PAID and group.status in LIVE:
         await Group.filter(id=group.id).using_db(conn).update(paid_count=group.paid_count - 1)
-        await _free(seat, group, SeatState.REFUNDING, conn)
-        if seat.is_leader:
-            await _hand_on_the_lead(seat, group, conn)
-        return
-    if seat.state == SeatState.PAID and seat.voucher_coupon_id is not None:
-        await coupons.void_coupon(seat.voucher_coupon_id, conn)
-    if seat.state in (SeatState.PAID, SeatState.VOID):
-        await GroupSeat.filter(id=seat.id).using_db(conn).update(state=SeatState.REFUNDING)
+        if seat.is_leader and not await _hand_on_the_lead(seat, group, conn):
+            await _fail(group, conn, outcome="the leader left and nobody had paid")
 
 
-async def _hand_on_the_lead(seat: GroupSeat, group: Group, conn: Any) -> None:
+async def _hand_on_the_lead(seat: GroupSeat, group: Group, conn: Any) -> bool:
     """The earliest paid member leads now; share links carry the group number, not the leader,
-    so they keep working."""
+    so they keep working. False when nobody else has paid."""
     heir = (
         await GroupSeat.filter(group_id=group.id, state=SeatState.PAID)
         .exclude(id=seat.id)
@@ -231,9 +239,11 @@ async def _hand_on_the_lead(seat: GroupSeat, group: Group, conn: Any) -> None:
         .first()
     )
     await GroupSeat.filter(id=seat.id).using_db(conn).update(is_leader=False)
-    if heir is not None:
-        await GroupSeat.filter(id=heir.id).using_db(conn).update(is_leader=True)
-        await Group.filter(id=group.id).using_db(conn).update(leader_member_id=heir.member_id)
+    if heir is None:
+        return False
+    await GroupSeat.filter(id=heir.id).using_db(conn).update(is_leader=True)
+    await Group.filter(id=group.id).using_db(conn).update(leader_member_id=heir.member_id)
+    return True
 
 
 @lifecycle.on(OrderStatus.REFUNDED, kinds=GB)
@@ -263,6 +273,11 @@ def _redis_scripts() -> Any:
 async def _take_back(order: Order, conn: Any) -> bool:
     """A payment for an order whose seat was freed: seat it again if its group is open, before
     its deadline, and has a free seat (Redis decides, as for any seat); else it is refunded."""
+    # Two copies of the payment at once: the order row lock lets one decide; the other then
+    # finds the order paid (so it takes no second seat that a rollback would leave in Redis).
+    fresh = await Order.filter(id=order.id).select_for_update().using_db(conn).first()
+    if fresh is None or fresh.status != OrderStatus.CANCELLED or fresh.transaction_id:
+        return False
     seat = await _seat_of(order, conn)
     if seat is None or seat.state != SeatState.RELEASED:
         return False

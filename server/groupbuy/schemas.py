@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import AwareDatetime, BaseModel, Field
+
+StoreId = Annotated[int, Field(gt=0, le=2**63 - 1)]
 
 
 class ActivityIn(BaseModel):
@@ -12,7 +16,7 @@ class ActivityIn(BaseModel):
     ends_at: AwareDatetime
     group_minutes: int = Field(ge=1, le=7 * 24 * 60, description="a group's lifetime")
     per_member_limit: int = Field(default=1, ge=1, le=100, description="live seats per member")
-    store_ids: list[int] = Field(
+    store_ids: list[StoreId] = Field(
         default_factory=list, max_length=5000, description="where vouchers are used; [] = all"
     )
     virtual_fill_min: int | None = Field(

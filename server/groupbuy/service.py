@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from redis.exceptions import RedisError
 from tortoise.functions import Count
+from tortoise.transactions import in_transaction
 
 from server.catalog.models import Sku
 from server.coupons import service as coupons
@@ -21,47 +23,65 @@ from server.share import service as share
 PAGE = "pages/groupbuy/group"
 
 
+MAX_DAYS = 366  # an activity runs at most this long, and starts within that from now
+
+
 async def create_activity(scripts: Scripts, *, operator_id: int | None, **data: Any) -> GroupBuy:
-    """Check the activity, make its voucher template (a store-only free item), load Redis."""
+    """Check the activity, then write it and its voucher template (a store-only free item) in
+    one transaction; Redis is loaded after the commit (or by the first request, if down)."""
     sku = await Sku.get_or_none(id=data["sku_id"]).select_related("product")
     if sku is None:
         raise ValidationFailed(f"no SKU {data['sku_id']}", code="SKU_NOT_FOUND")
-    if data["ends_at"] <= data["starts_at"]:
+    now = utcnow()
+    starts, ends = data["starts_at"], data["ends_at"]
+    if ends <= starts:
         raise ValidationFailed("ends_at must be after starts_at")
-    if data["ends_at"] <= utcnow():
+    if ends <= now:
         raise ValidationFailed("ends_at is in the past")
+    if ends - starts > timedelta(days=MAX_DAYS) or abs(starts - now) > timedelta(days=MAX_DAYS):
+        raise ValidationFailed(f"an activity runs at most {MAX_DAYS} days, within a year from now")
+    if data["group_price_fen"] >= sku.price_fen:
+        raise ValidationFailed(
+            f"the group price must be below the SKU's price ({sku.price_fen} fen)",
+            code="GROUP_PRICE_TOO_HIGH",
+        )
     size = data["group_size"]
     if data["units"] < size:
         raise ValidationFailed(f"units must cover at least one group ({size})")
     fill = data.get("virtual_fill_min")
     if fill is not None and not 1 <= fill < size:
         raise ValidationFailed(f"virtual_fill_min must be 1..{size - 1} (or absent)")
+    store_ids = sorted(set(data.get("store_ids") or []))
     title = data.get("title") or f"{sku.product.name} {sku.name}".strip()
-    template = await coupons.create_voucher_template(
-        name=f"拼团券 {title}",
-        sku_id=sku.id,
-        sku_name=f"{sku.product.name} {sku.name}".strip(),
-        store_ids=data.get("store_ids") or [],
-        total=data["units"],
-        valid_days=data.get("voucher_valid_days") or 30,
-    )  # checks the stores exist
-    activity = await GroupBuy.create(
-        sku_id=sku.id,
-        title=title[:128],
-        group_price_fen=data["group_price_fen"],
-        group_size=size,
-        units=data["units"],
-        starts_at=data["starts_at"],
-        ends_at=data["ends_at"],
-        group_minutes=data["group_minutes"],
-        per_member_limit=data.get("per_member_limit") or 1,
-        store_ids=data.get("store_ids") or [],
-        virtual_fill_min=fill,
-        voucher_template_id=template.id,
-        voucher_valid_days=data.get("voucher_valid_days") or 30,
-        created_by=operator_id,
-    )
-    await seats.warm(scripts, activity)
+    async with in_transaction():
+        template = await coupons.create_voucher_template(
+            name=f"拼团券 {title}",
+            sku_id=sku.id,
+            sku_name=f"{sku.product.name} {sku.name}".strip(),
+            store_ids=store_ids,
+            total=data["units"],
+            valid_days=data.get("voucher_valid_days") or 30,
+        )  # checks the stores exist
+        activity = await GroupBuy.create(
+            sku_id=sku.id,
+            title=title[:128],
+            group_price_fen=data["group_price_fen"],
+            group_size=size,
+            units=data["units"],
+            starts_at=starts,
+            ends_at=ends,
+            group_minutes=data["group_minutes"],
+            per_member_limit=data.get("per_member_limit") or 1,
+            store_ids=store_ids,
+            virtual_fill_min=fill,
+            voucher_template_id=template.id,
+            voucher_valid_days=data.get("voucher_valid_days") or 30,
+            created_by=operator_id,
+        )
+    try:
+        await seats.warm(scripts, activity)
+    except RedisError:
+        pass  # the first request that finds it cold warms it
     return activity
 
 

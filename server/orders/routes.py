@@ -96,7 +96,7 @@ async def pay_order(request: Request, order_no: str, payload: PayIn) -> HTTPResp
 async def cancel_order(request: Request, order_no: str, payload: CancelIn) -> HTTPResponse:
     """Cancel an unpaid order, or refund a paid pickup order not yet picked up."""
     member_id = request.ctx.principal.subject
-    order = await service.get_order(order_no, member_id=member_id)
+    order = await service.get_order(order_no, member_id=member_id, redis=request.app.ctx.redis)
     order = await payments.cancel_by_shopper(
         request.app.ctx.settings,
         order,

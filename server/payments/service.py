@@ -14,6 +14,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -71,11 +72,19 @@ async def prepay(settings: Settings, order: Order, appid: str | None = None) -> 
         notify_url=notify_url(settings),
         time_expire=order.pay_deadline,
     )
-    existing = await Payment.get_or_none(order_id=order.id)
-    if existing is None:
-        await Payment.create(order_id=order.id, appid=appid, openid=openid, prepay_id=prepay_id)
-    else:
-        await Payment.filter(id=existing.id).update(appid=appid, openid=openid, prepay_id=prepay_id)
+    # A double tap pays once: the second request finds the first one's row and updates it.
+    changed = await Payment.filter(order_id=order.id).update(
+        appid=appid, openid=openid, prepay_id=prepay_id
+    )
+    if not changed:
+        try:
+            await Payment.create(
+                order_id=order.id, appid=appid, openid=openid, prepay_id=prepay_id
+            )
+        except IntegrityError:
+            await Payment.filter(order_id=order.id).update(
+                appid=appid, openid=openid, prepay_id=prepay_id
+            )
     return pay.request_payment_params(appid, prepay_id)
 
 
@@ -117,7 +126,7 @@ async def apply_transaction(
     settings: Settings, tx: dict[str, Any], *, source: str, notice_id: str = ""
 ) -> str:
     """Apply a transaction resource (from a notification or a query). Returns the outcome:
-    applied | duplicate | not_success | unknown_order | mismatch | revived |
+    applied | duplicate | not_success | unknown_order | mismatch | revived | refused |
     refund_after_close."""
     out_trade_no = str(tx.get("out_trade_no", ""))
     event = f"TRANSACTION.{tx.get('trade_state', '')}"
@@ -158,8 +167,16 @@ async def apply_transaction(
             )
             await _notice(notice_id or source, event, out_trade_no, "applied", connection=conn)
         return "applied"
-    except Conflict:
-        pass
+    except AppError as exc:
+        if exc.code != "ORDER_STATE_CONFLICT":
+            # A `paid` hook refused the payment (a scenario rule, a voucher it cannot give):
+            # the money is real, so the order is closed and the money goes back, flagged.
+            if await _refuse(order, exc):
+                await _refund_payment_after_close(settings, order, transaction_id, paid_fen)
+                await _notice(
+                    notice_id or source, event, out_trade_no, "refused", f"{exc.code}: {exc}"
+                )
+                return "refused"
 
     order = await Order.get(id=order.id)
     if order.transaction_id == transaction_id:
@@ -174,6 +191,25 @@ async def apply_transaction(
         return "refund_after_close"
     await _notice(notice_id or source, event, out_trade_no, "duplicate", f"order is {order.status}")
     return "duplicate"
+
+
+async def _refuse(order: Order, exc: AppError) -> bool:
+    log.error(
+        "a paid hook refused the payment; closing and refunding the order",
+        extra={"out_trade_no": order.order_no, "code": exc.code},
+    )
+    try:
+        await orders.transition(
+            order.order_no,
+            S.CANCELLED,
+            actor="system",
+            reason=f"payment refused: {exc.code}"[:255],
+            only_from=[S.PENDING_PAYMENT],
+            updates={"flag": f"payment refused ({exc.code}) and refunded: {exc}"[:255]},
+        )
+    except Conflict:
+        return False  # it moved meanwhile (another copy of this payment): handled there
+    return True
 
 
 class _NotRevived(Exception):

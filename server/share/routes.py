@@ -11,7 +11,7 @@ from sanic_ext import openapi
 from sanic_ext.extensions.openapi.types import Binary
 
 from server.infra import auth
-from server.infra.errors import Unauthorized
+from server.infra.errors import RateLimited, Unauthorized
 from server.infra.http import body, query, respond, returns
 from server.share import schemas as s
 from server.share import service
@@ -24,6 +24,9 @@ PREFIX = "/api/v1"
 
 def _with_code_url(share: dict[str, Any]) -> dict[str, Any]:
     return {**share, "wxacode_url": f"{PREFIX}/shares/{share['scene']}/wxacode"}
+
+
+OPENS_PER_ADDRESS = "30/hour"
 
 
 async def _opener(request: Request) -> int | None:
@@ -58,8 +61,16 @@ async def create_share(request: Request, payload: s.ShareIn) -> HTTPResponse:
 @bp.get("/shares/<scene:str>")
 @returns(s.LandingOut)
 async def open_share(request: Request, scene: str) -> HTTPResponse:
-    """A share's landing page (no token needed; send one to be counted as the opener)."""
-    out = await service.open_share(scene, await _opener(request))
+    """A share's landing page (no token needed; send one to be counted as the opener). One
+    address counts at most OPENS_PER_ADDRESS opens of a scene an hour: past that the page
+    still opens, uncounted, so opens cannot be inflated by reloading."""
+    counted = True
+    try:
+        ip = request.client_ip if request.app.ctx.behind_proxy else request.ip
+        await request.app.ctx.limits.hit(OPENS_PER_ADDRESS, "share-open", scene, ip)
+    except (RateLimited, RedisError):
+        counted = False
+    out = await service.open_share(scene, await _opener(request), counted=counted)
     return respond(out, headers={"Cache-Control": "no-store"})
 
 

@@ -236,10 +236,11 @@ async def wxacode(client: WeChatClient, scene: str) -> bytes:
     return png
 
 
-async def open_share(scene: str, opener_id: int | None) -> dict[str, Any]:
-    """The landing page of a share: what it is and who shared it; the open is recorded."""
+async def open_share(scene: str, opener_id: int | None, *, counted: bool = True) -> dict[str, Any]:
+    """The landing page of a share: what it is and who shared it; the open is recorded
+    (unless `counted` is False: the caller found it was one reload too many)."""
     share = await get_share(scene)
-    opens = await _record_open(share.id, opener_id)
+    opens = await _record_open(share.id, opener_id) if counted else share.opens
     profile = (await identity.public_profiles([share.sharer_id]))[share.sharer_id]
     return {
         "scene": share.scene,
