@@ -58,7 +58,7 @@ class CouponTemplate(TimestampedModel):
     in_center = fields.BooleanField(default=True)  # listed in the coupon centre
     # Only another domain grants these (group-buy vouchers): never claimed in the centre nor
     # sent by a campaign, so their units stay for the grants they were made for.
-    granted_only = fields.BooleanField(default=False)
+    granted_only = fields.BooleanField(default=False, db_default=False)
     active = fields.BooleanField(default=True)
     claimed_count = fields.IntField(default=0)
     issued_count = fields.IntField(default=0)

@@ -8,6 +8,7 @@ ORM, no database, one Redis round trip; the order is written by the worker a mom
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -144,16 +145,40 @@ def _scene(request: Request) -> str:
     return scene if share.valid_scene(scene) else ""
 
 
+# Shanghai time of whole seconds as isoformat() writes it, split where a fraction goes:
+# a seat's two deadlines are formatted without a datetime per call (the join's hot path).
+_second_text: dict[int, tuple[str, str]] = {}
+
+
+def _iso_ms(ms: int) -> str:
+    """`seats.from_ms(ms).astimezone(SHANGHAI).isoformat()`, the same text, made faster."""
+    # Seconds and microseconds split as datetime.fromtimestamp splits ms / 1000.
+    fraction, whole = math.modf(ms / 1000)
+    micros, second = round(fraction * 1e6), int(whole)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    elif micros < 0:
+        second, micros = second - 1, micros + 1_000_000
+    parts = _second_text.get(second)
+    if parts is None:
+        if len(_second_text) >= 10_000:
+            _second_text.clear()
+        text = seats.from_ms(second * 1000).astimezone(SHANGHAI).isoformat()
+        parts = _second_text[second] = (text[:19], text[19:])  # ...T12:34:56 | +08:00
+    if micros:
+        return f"{parts[0]}.{micros:06d}{parts[1]}"
+    return parts[0] + parts[1]
+
+
 def _seated(activity_id: int, got: seats.Seated) -> HTTPResponse:
-    local = seats.from_ms
     answer: dict[str, Any] = {
         "group_no": got.group_no,
         "order_no": got.order_no,
         "activity_id": activity_id,
         "seat": got.seat,
         "status": "held",
-        "pay_deadline": local(got.pay_deadline_ms).astimezone(SHANGHAI).isoformat(),
-        "expires_at": local(got.expires_ms).astimezone(SHANGHAI).isoformat(),
+        "pay_deadline": _iso_ms(got.pay_deadline_ms),
+        "expires_at": _iso_ms(got.expires_ms),
         "replayed": got.replayed,
     }
     return HTTPResponse(orjson.dumps(answer), status=201, content_type="application/json")

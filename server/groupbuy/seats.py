@@ -142,6 +142,31 @@ def _answer(raw: str, replayed: bool) -> Seated:
     return Seated(group_no, order_no, int(seat), int(deadline), int(exp), replayed)
 
 
+def _take_keys(activity_id: int, group_no: str) -> list[str]:
+    t = tag(activity_id)
+    return [
+        t + ":meta", t + ":units", f"{t}:g:{group_no}", f"{t}:gm:{group_no}", t + ":buyers",
+        t + ":reqs", t + ":orders", t + ":stream", t + ":joinable",
+    ]  # fmt: skip
+
+
+# The seat script's KEYS and fixed ARGV ("join", group number) of groups joined lately, as
+# the same objects every time, so `Scripts.fast` packs the command's head once per group (a
+# shared group gets its joins, and its GROUP_FULL answers, together): only member, key and
+# scene are packed per join.
+_join_heads: dict[str, tuple[list[str], tuple[str, str]]] = {}
+_JOIN_HEADS_MAX = 512
+
+
+def _join_head(activity_id: int, group_no: str) -> tuple[list[str], tuple[str, str]]:
+    hit = _join_heads.get(group_no)
+    if hit is None:
+        if len(_join_heads) >= _JOIN_HEADS_MAX:
+            _join_heads.clear()
+        hit = _join_heads[group_no] = (_take_keys(activity_id, group_no), ("join", group_no))
+    return hit
+
+
 async def take_seat(
     redis: Any,
     scripts: Scripts,
@@ -154,14 +179,15 @@ async def take_seat(
     scene: str = "",
 ) -> Seated:
     """Run the seat script once (warming the activity and retrying if Redis lost it)."""
-    t = tag(activity_id)
+    fixed: tuple[Any, ...]
     for _ in range(4):
-        g = f"{t}:g:{group_no}"
-        keys = [
-            t + ":meta", t + ":units", g, f"{t}:gm:{group_no}", t + ":buyers", t + ":reqs",
-            t + ":orders", t + ":stream", t + ":joinable",
-        ]  # fmt: skip
-        raw = await scripts.fast(TAKE, keys, [mode, group_no, member_id, idem_key, scene])
+        if mode == "join":
+            keys, fixed = _join_head(activity_id, group_no)
+            args: list[Any] = [member_id, idem_key, scene]
+        else:
+            keys, fixed = _take_keys(activity_id, group_no), ()
+            args = [mode, group_no, member_id, idem_key, scene]
+        raw = await scripts.fast(TAKE, keys, args, fixed)
         res = raw.decode() if isinstance(raw, bytes) else str(raw)
         if res.startswith("OK|"):
             return _answer(res[3:], False)
