@@ -439,6 +439,9 @@ async def test_refusals_replays_and_the_landing_page(
     assert first.status_code == again.status_code == 201
     assert again.json()["order_no"] == first.json()["order_no"] and again.json()["replayed"]
     assert error_code(await join(api, who, group_no)) == "ALREADY_IN_GROUP"
+    # The join's key replayed on another request (opening a group) is refused, not replayed.
+    r = await open_group(api, who, activity, key=key)
+    assert r.status_code == 422 and error_code(r) == "IDEMPOTENCY_KEY_REUSED"
     r = await join(api, leader, group_no)
     assert r.status_code == 409 and error_code(r) == "ALREADY_IN_GROUP"
     # The limit is live seats in the activity: a second group is one too many.
@@ -546,11 +549,14 @@ async def test_a_leader_leaving_alone_ends_the_group_and_limits_come_back(
     r = await join(api, holder, group_no)  # holds a seat, does not pay
     holder_order = r.json()["order_no"]
     # Cancelling at once works, before the worker wrote the order.
-    other = await shopper(api)
-    r = await open_group(api, other, activity)
+    other, other_key = await shopper(api), uuid.uuid4().hex
+    r = await open_group(api, other, activity, key=other_key)
     r = await api.post(f"/api/v1/orders/{r.json()['order_no']}/cancel",
                        headers=other["headers"], json={})  # fmt: skip
     assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    replay = await api.post(f"/api/v1/group-buys/{activity['id']}/groups",
+                            headers={**other["headers"], "idempotency-key": other_key})  # fmt: skip
+    assert replay.json()["replayed"] and replay.json()["status"] == "released"
     # Double-tapped pay buttons: no error, one payment.
     again = await asyncio.gather(
         *(api.post(f"/api/v1/orders/{holder_order}/pay", headers=holder["headers"], json={})

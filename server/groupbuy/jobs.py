@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +34,7 @@ class SeatConsumer(StreamConsumer):
         super().__init__(redis, settings.worker_name, settings.flashsale_claim_idle_ms)
         self.scripts = scripts
         self.keep_until: dict[int, int] = {}  # activity -> when its keys may expire (ms)
-        self.expiry_set: set[int] = set()
+        self.expiry_at = 0.0
 
     async def refresh(self) -> None:
         since = utcnow() - DRAIN_AFTER_END
@@ -44,14 +45,13 @@ class SeatConsumer(StreamConsumer):
             int(i): int((end + seats.KEEP_AFTER_END).timestamp() * 1000) for i, end in rows
         }
         self.streams = {i: seats.activity_keys(i)["stream"] for i in self.keep_until}
-
-    async def before_entries(self, activity_id: int) -> None:
-        # Keys the seat script made after the warm expire with the others, after the end.
-        if activity_id in self.expiry_set:
-            return
-        for key in seats.activity_keys(activity_id).values():
-            await self.redis.pexpireat(key, self.keep_until[activity_id])
-        self.expiry_set.add(activity_id)
+        if time.monotonic() >= self.expiry_at:
+            # Keys the scripts made since (a first freed seat's set, the first open group's
+            # zset) expire with the others a week after the end: set on every key, each minute.
+            for activity_id, until in self.keep_until.items():
+                for key in seats.activity_keys(activity_id).values():
+                    await self.redis.pexpireat(key, until)
+            self.expiry_at = time.monotonic() + 60
 
     async def handle_entry(self, activity_id: int, entry: dict[str, str]) -> str:
         if entry.get("mode") == "open":

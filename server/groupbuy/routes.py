@@ -170,13 +170,13 @@ def _iso_ms(ms: int) -> str:
     return parts[0] + parts[1]
 
 
-def _seated(activity_id: int, got: seats.Seated) -> HTTPResponse:
+def _seated(activity_id: int, got: seats.Seated, status: str = "held") -> HTTPResponse:
     answer: dict[str, Any] = {
         "group_no": got.group_no,
         "order_no": got.order_no,
         "activity_id": activity_id,
         "seat": got.seat,
-        "status": "held",
+        "status": status,
         "pay_deadline": _iso_ms(got.pay_deadline_ms),
         "expires_at": _iso_ms(got.expires_ms),
         "replayed": got.replayed,
@@ -203,6 +203,8 @@ async def _take(request: Request, mode: str, activity_id: int, group_no: str) ->
         return error_answer(request, Unavailable("group-buy is unreachable right now; try again"))
     except AppError as exc:
         return error_answer(request, exc)
+    if got.replayed:
+        return _seated(activity_id, got, await seats.seat_status(got.order_no))
     return _seated(activity_id, got)
 
 

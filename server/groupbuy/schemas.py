@@ -68,7 +68,9 @@ class SeatOut(BaseModel):
     order_no: str = Field(description="pay it with POST /api/v1/orders/{order_no}/pay")
     activity_id: int
     seat: int
-    status: str = Field(description="held: the seat is yours until the pay deadline")
+    status: str = Field(
+        description="held: yours until the pay deadline; a replay says paid or released too"
+    )
     pay_deadline: str
     expires_at: str = Field(description="the group's deadline")
     replayed: bool

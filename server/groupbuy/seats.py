@@ -41,7 +41,7 @@ from server.infra.clock import utcnow
 from server.infra.errors import AppError, Conflict, NotFound, Unavailable, ValidationFailed
 from server.infra.redis import Scripts
 from server.orders import lifecycle
-from server.orders.models import OrderKind
+from server.orders.models import Order, OrderKind, OrderStatus
 from server.orders.service import LineIn, create_order
 from server.outbox import service as outbox
 
@@ -138,7 +138,7 @@ _ERRORS: dict[str, tuple[type[AppError], str, str]] = {
 
 
 def _answer(raw: str, replayed: bool) -> Seated:
-    group_no, order_no, seat, deadline, exp = raw.split("|")
+    group_no, order_no, seat, deadline, exp, *_mode = raw.split("|")
     return Seated(group_no, order_no, int(seat), int(deadline), int(exp), replayed)
 
 
@@ -193,9 +193,11 @@ async def take_seat(
             return _answer(res[3:], False)
         if res.startswith("R|"):
             got = _answer(res[2:], True)
-            if mode == "join" and got.group_no != group_no:
+            parts = res.split("|")
+            first_mode = parts[6] if len(parts) > 6 else mode
+            if first_mode != mode or (mode == "join" and got.group_no != group_no):
                 raise ValidationFailed(
-                    "this Idempotency-Key was used for another group",
+                    "this Idempotency-Key was used for another group or request",
                     code="IDEMPOTENCY_KEY_REUSED",
                 )
             return got
@@ -223,6 +225,19 @@ async def take_seat(
             continue
         raise Unavailable(f"unexpected answer from the seat script: {res!r}")
     raise Unavailable("the group-buy could not be loaded; try again", code="GROUP_BUY_NOT_READY")
+
+
+async def seat_status(order_no: str) -> str:
+    """What a replayed answer says of its seat now: held, paid, or released (its order was
+    closed) — replays are rare, so this one may ask the database."""
+    order = await Order.filter(order_no=order_no).only("id", "status").first()
+    if order is None or order.status == OrderStatus.PENDING_PAYMENT:
+        return "held"
+    if order.status in (OrderStatus.PAID, OrderStatus.COMPLETED):
+        return "paid"
+    if order.status == OrderStatus.CANCELLED:
+        return "released"
+    return str(order.status)
 
 
 # -- warming -----------------------------------------------------------------------------------
@@ -285,7 +300,7 @@ async def warm(scripts: Scripts, activity: GroupBuy, pay_timeout_s: int | None =
         await GroupSeat.filter(
             activity_id=activity.id,
             state__in=[SeatState.HELD, SeatState.PAID],
-            group__status__in=[GroupStatus.FORMING, GroupStatus.OPEN],
+            live_member__not_isnull=True,  # seats of failed groups and refunds are freed
         )
         .group_by("member_id")
         .annotate(n=Count("id"))
@@ -338,8 +353,6 @@ async def materialise(activity_id: int, entry: dict[str, str]) -> str:
     """Insert the seat (and, for a new group, the group) with its order in one transaction;
     idempotent by order number. Returns created | duplicate | rejected (the database refused
     it; its seat is freed through the outbox)."""
-    from server.share import service as share
-
     activity, name = await _activity(activity_id)
     order_no, member_id, seat_no = entry["o"], int(entry["m"]), int(entry["s"])
     group_no, opening = entry["g"], entry["mode"] == "open"
@@ -370,9 +383,6 @@ async def materialise(activity_id: int, entry: dict[str, str]) -> str:
                 group = await Group.filter(group_no=group_no).using_db(conn).first()
                 if group is None:
                     raise IntegrityError("the group of this seat is not in the database")
-            sharer = await share.record_conversion(
-                scene or None, member_id, "group", group_no, connection=conn
-            )
             await GroupSeat.create(
                 **same,
                 group_id=group.id,
@@ -381,7 +391,6 @@ async def materialise(activity_id: int, entry: dict[str, str]) -> str:
                 is_leader=opening,
                 idem_key=entry.get("k", "")[:128],
                 scene=scene,
-                sharer_member_id=sharer,
                 using_db=conn,
             )
             await create_order(

@@ -7,7 +7,7 @@
 --   5 buyers (hash member -> live seats in the activity)   6 reqs (hash member:key -> answer)
 --   7 orders (hash order number -> "group|member|seat|gen[|deadline|exp|mode|scene]")   8 stream   9 joinable (zset)
 -- ARGV: 1 mode ("open" | "join"), 2 group number, 3 member id, 4 idempotency key, 5 scene
--- Returns "OK|<answer>" or "R|<answer>" (a replay), answer = group|order|seat|deadline|exp,
+-- Returns "OK|<answer>" or "R|<answer>" (a replay), answer = group|order|seat|deadline|exp|mode,
 -- or an error word (GROUP_FULL carries "|<other joinable group numbers, comma-separated>").
 local mode, group_no, member, scene = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local rfield = member .. ':' .. ARGV[4]
@@ -73,7 +73,7 @@ redis.call('HSET', KEYS[4], member, order_no)
 redis.call('HINCRBY', KEYS[5], member, 1)
 local deadline = math.min(now + tonumber(meta[7]), exp)
 local answer = group_no .. '|' .. order_no .. '|' .. seat .. '|' .. string.format('%d', deadline)
-  .. '|' .. string.format('%d', exp)
+  .. '|' .. string.format('%d', exp) .. '|' .. mode
 redis.call('HSET', KEYS[6], rfield, answer)
 redis.call('HSET', KEYS[7], order_no, group_no .. '|' .. member .. '|' .. seat .. '|0|'
   .. string.format('%d', deadline) .. '|' .. string.format('%d', exp) .. '|' .. mode .. '|'
