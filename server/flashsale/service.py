@@ -18,7 +18,6 @@ configured total.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from server.infra.errors import Conflict, NotFound, RateLimited, Unavailable, Va
 from server.infra.redis import Scripts
 from server.infra.streams import entry_fields
 from server.infra.streams import text as _s
+from server.infra.warming import WarmOnce
 from server.orders import lifecycle
 from server.orders.models import Order, OrderKind, OrderStatus
 from server.orders.service import LineIn, create_order, new_order_no
@@ -178,8 +178,7 @@ _ERRORS: dict[bytes, tuple[type, str, str]] = {
     b"TIER": (Conflict, "TIER_NOT_ELIGIBLE", "this sale is for other membership tiers"),
 }
 
-# Sales we looked up and found missing, per process, so a bogus id costs one query a second.
-_missing: dict[int, float] = {}
+_warming = WarmOnce(lambda sale_id: NotFound(f"no flash sale {sale_id}", code="SALE_NOT_FOUND"))
 
 
 _keys_cache: dict[tuple[int, int, int], tuple[int, list[str], tuple[Any, ...]]] = {}
@@ -250,9 +249,7 @@ async def grab(
                 headers={"Retry-After": "1"},
             )
         if res == b"NOT_WARM":
-            if _missing.get(sale_id, 0) > time.monotonic():
-                raise NotFound(f"no flash sale {sale_id}", code="SALE_NOT_FOUND")
-            await _warm_once(redis, scripts, sale_id)
+            await _warming.run(sale_id, lambda: _load_and_warm(redis, scripts, sale_id))
             continue
         if res == b"NEED_TIER":
             from server.identity.models import Member
@@ -264,32 +261,12 @@ async def grab(
     raise Unavailable("the sale could not be loaded; try again", code="SALE_NOT_READY")
 
 
-# Warms in flight in this process: after a Redis restart every request of the moment
-# finds the sale cold; one of them warms it, the others wait for that.
-_warming: dict[int, asyncio.Future[None]] = {}
-
-
-async def _warm_once(redis: Any, scripts: Scripts, sale_id: int) -> None:
-    running = _warming.get(sale_id)
-    if running is not None:
-        await asyncio.shield(running)
-        return
-
-    async def _do() -> None:
-        sale = await FlashSale.filter(id=sale_id).first()
-        if sale is None:
-            if len(_missing) > 10_000:
-                _missing.clear()
-            _missing[sale_id] = time.monotonic() + 1
-            raise NotFound(f"no flash sale {sale_id}", code="SALE_NOT_FOUND")
-        await warm(redis, scripts, sale)
-
-    task = asyncio.ensure_future(_do())
-    _warming[sale_id] = task
-    try:
-        await asyncio.shield(task)
-    finally:
-        _warming.pop(sale_id, None)
+async def _load_and_warm(redis: Any, scripts: Scripts, sale_id: int) -> bool:
+    sale = await FlashSale.filter(id=sale_id).first()
+    if sale is None:
+        return False
+    await warm(redis, scripts, sale)
+    return True
 
 
 # -- warming -----------------------------------------------------------------------------------

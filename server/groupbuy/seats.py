@@ -23,7 +23,6 @@ can never hold more live seats than it has, whatever Redis said.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import string
@@ -40,6 +39,7 @@ from server.groupbuy.models import Group, GroupBuy, GroupSeat, GroupStatus, Seat
 from server.infra.clock import utcnow
 from server.infra.errors import AppError, Conflict, NotFound, Unavailable, ValidationFailed
 from server.infra.redis import Scripts
+from server.infra.warming import WarmOnce
 from server.orders import lifecycle
 from server.orders.models import Order, OrderKind, OrderStatus
 from server.orders.service import LineIn, create_order
@@ -242,34 +242,18 @@ async def seat_status(order_no: str) -> str:
 
 # -- warming -----------------------------------------------------------------------------------
 
-_warming: dict[int, asyncio.Future[None]] = {}
-_missing: dict[int, float] = {}
+_warming = WarmOnce(lambda i: NotFound(f"no group-buy {i}", code="GROUP_BUY_NOT_FOUND"))
 
 
 async def warm_once(redis: Any, scripts: Scripts, activity_id: int) -> None:
-    """One warm per process at a time: after a Redis restart every request finds it cold."""
-    if _missing.get(activity_id, 0) > time.monotonic():
-        raise NotFound(f"no group-buy {activity_id}", code="GROUP_BUY_NOT_FOUND")
-    running = _warming.get(activity_id)
-    if running is not None:
-        await asyncio.shield(running)
-        return
-
-    async def _do() -> None:
+    async def load() -> bool:
         activity = await GroupBuy.get_or_none(id=activity_id)
         if activity is None:
-            if len(_missing) > 10_000:
-                _missing.clear()
-            _missing[activity_id] = time.monotonic() + 1
-            raise NotFound(f"no group-buy {activity_id}", code="GROUP_BUY_NOT_FOUND")
+            return False
         await warm(scripts, activity)
+        return True
 
-    task = asyncio.ensure_future(_do())
-    _warming[activity_id] = task
-    try:
-        await asyncio.shield(task)
-    finally:
-        _warming.pop(activity_id, None)
+    await _warming.run(activity_id, load)
 
 
 def units_kept(group: Group) -> int:
