@@ -20,14 +20,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from server.bench import harness
+from server.bench import harness, load
 
 NAME = "flashsale"
 HELP = "flash-sale grab vs plain JSON vs a PostgreSQL-only grab (wrk, 64 connections)"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    harness.add_wrk_options(p, "grab")
+    load.add_wrk_options(p, "grab")
 
 
 async def _prepare(env: dict[str, str], members: int, workdir: Path) -> dict[str, Any]:
@@ -69,7 +69,7 @@ async def _prepare(env: dict[str, str], members: int, workdir: Path) -> dict[str
 
 
 def _prepared(args: argparse.Namespace, seconds: int) -> str:
-    return harness.prepared_requests(args.threads, seconds)
+    return load.prepared_requests(args.threads, seconds)
 
 
 def _redis_benchmark(redis_url: str, sale_id: int, n: int) -> float:
@@ -155,15 +155,15 @@ def run(args: argparse.Namespace) -> int:
             HAODIAN_FLASHSALE_MEMBER_RPS="1000000000",
             HAODIAN_FLASHSALE_IP_RPS="1000000000",
         )
-        harness.say_preparing(env, args.members)
+        load.say_preparing(env, args.members)
         info = asyncio.run(_prepare(env, args.members, workdir))
         server = bench.start_server(env, args.workers)
-        base, wrk = server.base, harness.Wrk.on(server, args, redis_url)
-        lua = harness.write_scripts(workdir)
+        base, wrk = server.base, load.Wrk.on(server, args, redis_url)
+        lua = load.write_scripts(workdir)
         grab_lua, get_lua = lua["tokens"], lua["get"]
         tokens = info["tokens"]
         body = '{"quantity":1}'
-        harness.say_measuring(args)
+        load.say_measuring(args)
         # A bar on stderr across the steps (about a minute with the defaults); stdout keeps
         # the table and the JSON line only.
         bench.bar = bar = tqdm(
@@ -171,13 +171,13 @@ def run(args: argparse.Namespace) -> int:
         )
         bar.set_postfix_str("warm-up")
         # Warm-up: both workers connect and cache what they cache.
-        harness.warm_up(f"{base}/healthz")
+        load.warm_up(f"{base}/healthz")
         ceiling_path = f"/api/v1/flash-sales/{info['ceiling']}/orders"
-        harness.warm_up(base + ceiling_path, grab_lua, ceiling_path, tokens, body)
+        load.warm_up(base + ceiling_path, grab_lua, ceiling_path, tokens, body)
 
         def grabs(path: str, seconds: int | None = None) -> dict[str, Any]:
             prepared = _prepared(args, seconds or args.duration)
-            run_id = harness.run_id()
+            run_id = load.run_id()
             return wrk.run(
                 base + path, grab_lua, path, tokens, body, "POST", prepared, run_id, seconds=seconds
             )
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"round {round_no}/{args.rounds}: JSON, grab, plain JSON")
             json_parts.append(
                 wrk.run(f"{base}/healthz", grab_lua, "/healthz", tokens, "", "GET",
-                        _prepared(args, per_round), harness.run_id(), seconds=per_round)
+                        _prepared(args, per_round), load.run_id(), seconds=per_round)
             )  # fmt: skip
             bar.update()
             grab_parts.append(grabs(grab_path, per_round))
@@ -203,8 +203,8 @@ def run(args: argparse.Namespace) -> int:
             static_parts.append(wrk.run(f"{base}/healthz", get_lua, seconds=per_round))
             bar.update()
         bar.set_postfix_str("sold-out path")
-        json_r, grab_r = harness.merge(json_parts), harness.merge(grab_parts)
-        static_r = harness.merge(static_parts)
+        json_r, grab_r = load.merge(json_parts), load.merge(grab_parts)
+        static_r = load.merge(static_parts)
         sold_r = grabs(f"/api/v1/flash-sales/{info['small']}/orders")
         bar.update()
         bar.set_postfix_str("PostgreSQL-only grab")
@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         bar.update()
         checks = asyncio.run(_check(env, info))
 
-    row = harness.table_row
+    row = load.table_row
     rows = [
         row("(a) plain JSON GET /healthz", static_r, 0),
         row("(a') same, through the grab's wrk script", json_r, 0),
@@ -253,8 +253,8 @@ def run(args: argparse.Namespace) -> int:
         "successes": successes,
         "units": info["units"][info["small"]],
         # CPU per request (µs) of the server, Redis and wrk: JSON vs grab, and their ratio.
-        **harness.measured_facts("grab", static_r, grab_r),
-        **harness.run_facts(args),
+        **load.measured_facts("grab", static_r, grab_r),
+        **load.run_facts(args),
     }
     print_report("haodian bench flashsale", rows, summary)
     ok = checks["oversold"] == 0 and successes <= summary["units"]

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from server.bench import harness
+from server.bench import harness, load
 
 NAME = "groupbuy"
 HELP = "group-buy join vs plain JSON, and the full-group refusal (wrk, 64 connections)"
@@ -54,7 +54,7 @@ BATCH = 2_000  # seat scripts in flight at once while preparing (auto-pipelined)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    harness.add_wrk_options(p, "join", f"distinct members (tokens), at least {2 * SIZE}")
+    load.add_wrk_options(p, "join", f"distinct members (tokens), at least {2 * SIZE}")
 
 
 def _per_round(args: argparse.Namespace) -> int:
@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     with harness.BenchRun() as bench:
         workdir, redis_url = bench.workdir, bench.redis_url()
         env = harness.server_env(workdir, asyncio.run(harness.bench_database_url()), redis_url)
-        harness.say_preparing(env, args.members)
+        load.say_preparing(env, args.members)
         # A bar on stderr across the steps; stdout keeps the table and the JSON line only.
         bench.bar = bar = tqdm(
             total=3 * args.rounds + 4, desc="bench groupbuy", unit="step", leave=False
@@ -299,14 +299,14 @@ def run(args: argparse.Namespace) -> int:
         bar.update()
         bar.set_postfix_str("starting the server")
         server = bench.start_server(env, args.workers)
-        base, wrk = server.base, harness.Wrk.on(server, args, redis_url)
-        lines_lua, get_lua = (harness.write_scripts(workdir)[n] for n in ("lines", "get"))
-        harness.say_measuring(args)
+        base, wrk = server.base, load.Wrk.on(server, args, redis_url)
+        lines_lua, get_lua = (load.write_scripts(workdir)[n] for n in ("lines", "get"))
+        load.say_measuring(args)
         runs = info["runs"]
 
         def lines(file: str, per_thread: int, threads: int, *how: str) -> tuple[str, ...]:
             """The lines script's arguments; `how` is method, body[, fixed path]."""
-            return (file, str(per_thread), str(threads), how[0], how[1], harness.run_id(),
+            return (file, str(per_thread), str(threads), how[0], how[1], load.run_id(),
                     *how[2:])  # fmt: skip
 
         def joins(run: dict[str, Any], threads: int, wanted: float) -> tuple[str, ...]:
@@ -314,12 +314,12 @@ def run(args: argparse.Namespace) -> int:
             return lines(run["file"], per_thread, threads, "POST", "{}")
 
         def others(seconds: int, *how: str) -> tuple[str, ...]:  # JSON, the full groups
-            per_thread = int(harness.prepared_requests(args.threads, seconds))
+            per_thread = int(load.prepared_requests(args.threads, seconds))
             return lines(info["full_file"], per_thread, args.threads, *how)
 
         # Warm-up: both workers connect, and learn every token (see TOKEN_SENDS).
         bar.set_postfix_str("warm-up")
-        harness.warm_up(f"{base}/healthz")
+        load.warm_up(f"{base}/healthz")
         sent = 0
         for _ in range(5):
             per_thread = math.ceil(TOKEN_SENDS * args.members / args.threads)
@@ -355,9 +355,9 @@ def run(args: argparse.Namespace) -> int:
         checks = asyncio.run(_check(env, info))
         bar.update()
 
-    json_r, join_r = harness.merge(json_parts), harness.merge(join_parts)
-    static_r = harness.merge(static_parts)
-    row = harness.table_row
+    json_r, join_r = load.merge(json_parts), load.merge(join_parts)
+    static_r = load.merge(static_parts)
+    row = load.table_row
     rows = [
         row("(a) plain JSON GET /healthz", static_r, 0),
         row("(a') same, through the join's wrk script", json_r, 0),
@@ -396,9 +396,9 @@ def run(args: argparse.Namespace) -> int:
         "units_left": checks["units_left"],
         "seats_taken": checks["seats_taken"],
         # CPU per request (µs) of the server, Redis and wrk: the refusal, JSON vs join.
-        "full_cpu_us": harness.cpu_columns(full_r),
-        **harness.measured_facts("join", static_r, join_r),
-        **harness.run_facts(args),
+        "full_cpu_us": load.cpu_columns(full_r),
+        **load.measured_facts("join", static_r, join_r),
+        **load.run_facts(args),
     }
     print_report("haodian bench groupbuy", rows, summary)
     if summary["join_refused"]:
