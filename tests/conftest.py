@@ -200,6 +200,24 @@ def start_worker(env: dict[str, str], log_path: Path, **extra: str) -> ServerPro
     return ServerProcess(["worker"], env | extra, log_path, ROOT, listen=False)
 
 
+@contextmanager
+def sweeping_worker(
+    env: dict[str, str], server: ServerProcess, log_path: Path, **extra: str
+) -> Iterator[ServerProcess]:
+    """A real worker beside `server` (its notify URL), sweeping unpaid orders every second."""
+    proc = start_worker(
+        env,
+        log_path,
+        HAODIAN_PUBLIC_URL=server.base_url,
+        HAODIAN_PAYMENT_SWEEP_SECONDS="1",
+        **extra,
+    )
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
 @pytest.fixture(scope="session")
 def server(
     env: dict[str, str], database: Settings, tmp_path_factory: pytest.TempPathFactory

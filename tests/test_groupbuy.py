@@ -25,7 +25,7 @@ from server.orders.models import Order, OrderStatus
 from server.payments.models import Refund
 from server.settings import Settings
 from server.stores.models import Store
-from tests.conftest import ServerProcess, error_code, start_worker
+from tests.conftest import ServerProcess, error_code, sweeping_worker
 from tests.test_coupons import bearer, new_member, new_staff, new_store, operator_headers
 from tests.test_orders_payments import PAY, shopper
 
@@ -147,18 +147,14 @@ def worker(
     env: dict[str, str], server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """The real `haodian worker`: seat materialisation, outbox, sweeps every second."""
-    proc = start_worker(
+    with sweeping_worker(
         env,
+        server,
         tmp_path_factory.mktemp("logs") / "gb-worker.log",
-        HAODIAN_PUBLIC_URL=server.base_url,
-        HAODIAN_PAYMENT_SWEEP_SECONDS="1",
         HAODIAN_GROUPBUY_SWEEP_SECONDS="1",
         HAODIAN_WORKER_NAME=f"gb-{uuid.uuid4().hex[:6]}",
-    )
-    try:
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -459,6 +455,8 @@ async def test_refusals_replays_and_the_landing_page(
                        json={"scene": "x" * 40})  # fmt: skip
     assert r.status_code == 422
     assert (await api.get("/api/v1/group-buys/99999999999999999999")).status_code == 404
+    r = await api.post("/api/v1/group-buys/99999999999999999999/groups", headers=keyed(headers))
+    assert r.status_code == 404 and error_code(r) == "GROUP_BUY_NOT_FOUND"
 
     # Upcoming and ended activities refuse with their own codes.
     now = datetime.now(UTC)

@@ -152,7 +152,7 @@ async def test_deadline_fails_the_group_and_refunds_each_payment_once(
     await wait_refunded(order_nos, env_)
     # And once more, for good measure: nothing moves twice.
     assert await outcomes.settle_at_deadline(env_.scripts, group.id) == "settled"
-    assert await outcomes.settle_due(env_.scripts) >= 0
+    await outcomes.settle_due(env_.scripts)  # the sweep finds nothing of this group to do
     await drain(env_)
     assert [await refunds_of(n) for n in order_nos] == [1, 1, 1]
     group = await Group.get(id=group.id)

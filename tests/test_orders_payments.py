@@ -26,7 +26,7 @@ from server.payments import service as payments
 from server.payments.models import Refund
 from server.settings import Settings
 from server.stores.models import Store
-from tests.conftest import ServerProcess, error_code, start_worker
+from tests.conftest import ServerProcess, error_code, sweeping_worker
 
 SANDBOX = "/_sandbox/wechat"
 PAY = f"{SANDBOX}/pay"
@@ -40,17 +40,13 @@ def worker(
     env: dict[str, str], server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A real `haodian worker` sweeping every second (closes expired orders, queries WeChat)."""
-    proc = start_worker(
+    with sweeping_worker(
         env,
+        server,
         tmp_path_factory.mktemp("logs") / "worker.log",
-        HAODIAN_PUBLIC_URL=server.base_url,
-        HAODIAN_PAYMENT_SWEEP_SECONDS="1",
         HAODIAN_PAYMENT_QUERY_AFTER_SECONDS="2",
-    )
-    try:
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -101,8 +101,10 @@ async def _seat_paid(move: lifecycle.Move) -> None:
     sharer = await share.record_conversion(
         seat.scene or None, seat.member_id, "group", group.group_no, connection=conn
     )
-    await GroupSeat.filter(id=seat.id).using_db(conn).update(
-        state=SeatState.PAID, paid_at=now, sharer_member_id=sharer
+    await (
+        GroupSeat.filter(id=seat.id)
+        .using_db(conn)
+        .update(state=SeatState.PAID, paid_at=now, sharer_member_id=sharer)
     )
     if updates.get("status") == GroupStatus.OPEN:
         await _emit(

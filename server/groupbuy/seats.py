@@ -247,6 +247,8 @@ _warming = WarmOnce(lambda i: NotFound(f"no group-buy {i}", code="GROUP_BUY_NOT_
 
 async def warm_once(redis: Any, scripts: Scripts, activity_id: int) -> None:
     async def load() -> bool:
+        if not 0 < activity_id < 2**63:  # not an id the database could hold
+            return False
         activity = await GroupBuy.get_or_none(id=activity_id)
         if activity is None:
             return False

@@ -16,7 +16,7 @@ from server.groupbuy import seats
 from server.groupbuy.models import ActivityState, Group, GroupBuy, GroupSeat, GroupStatus, SeatState
 from server.identity import service as identity
 from server.infra.clock import iso_local, utcnow
-from server.infra.errors import NotFound, ValidationFailed
+from server.infra.errors import Conflict, NotFound, ValidationFailed
 from server.infra.redis import Scripts
 from server.share import service as share
 
@@ -86,7 +86,7 @@ async def create_activity(scripts: Scripts, *, operator_id: int | None, **data: 
 
 
 async def get_activity(activity_id: int) -> GroupBuy:
-    a = await GroupBuy.get_or_none(id=activity_id)
+    a = await GroupBuy.get_or_none(id=activity_id) if 0 < activity_id < 2**63 else None
     if a is None:
         raise NotFound(f"no group-buy {activity_id}", code="GROUP_BUY_NOT_FOUND")
     return a
@@ -97,6 +97,12 @@ async def list_activities(*, live_only: bool, limit: int = 100) -> list[GroupBuy
     if live_only:
         q = q.filter(state=ActivityState.ON, ends_at__gt=utcnow())
     return await q.order_by("-id").limit(limit)
+
+
+async def activities_out(redis: Any, scripts: Scripts, *, live_only: bool) -> list[dict[str, Any]]:
+    return [
+        await activity_out(redis, scripts, a) for a in await list_activities(live_only=live_only)
+    ]
 
 
 async def units_left(redis: Any, scripts: Scripts, activity: GroupBuy) -> int:
@@ -292,8 +298,6 @@ async def _shareable(target: str, sharer_id: int) -> None:
     """Any member may share a group that is still open (friends of friends bring friends)."""
     g = await get_group(target)
     if g.status not in (GroupStatus.FORMING, GroupStatus.OPEN):
-        from server.infra.errors import Conflict
-
         raise Conflict("this group has closed", code="GROUP_CLOSED")
 
 

@@ -10,7 +10,8 @@ kind, a hook that runs in the very transaction that moves the order there:
 unpaid order held), `refunding` (a refund was asked for: free a seat, void a voucher; a
 hook may refuse by raising), `refunded` and `completed`. Whatever need not share that
 transaction — Redis counters, messages, refunds, points — goes through the outbox with
-`move.emit(...)`, written in the same transaction and delivered after the commit.
+`outbox.emit(..., connection=move.conn)`, written in the same transaction and delivered
+after the commit.
 
 A payment that lands on an order already cancelled is refunded, unless the order's kind
 has a `revive` hook that takes back what the order needs (a group-buy seat, if one is
@@ -22,11 +23,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from server.orders.models import Order, OrderKind, OrderStatus
-from server.outbox import service as outbox
 
 
 @dataclass
@@ -39,17 +38,6 @@ class Move:
     actor: str
     reason: str
     conn: Any
-
-    async def emit(
-        self,
-        topic: str,
-        payload: dict[str, Any],
-        *,
-        key: str | None = None,
-        delay: timedelta | None = None,
-    ) -> None:
-        """An outbox event in this move's transaction (delivered after it commits)."""
-        await outbox.emit(topic, payload, connection=self.conn, key=key, delay=delay)
 
 
 Hook = Callable[[Move], Awaitable[None]]

@@ -78,9 +78,7 @@ async def prepay(settings: Settings, order: Order, appid: str | None = None) -> 
     )
     if not changed:
         try:
-            await Payment.create(
-                order_id=order.id, appid=appid, openid=openid, prepay_id=prepay_id
-            )
+            await Payment.create(order_id=order.id, appid=appid, openid=openid, prepay_id=prepay_id)
         except IntegrityError:
             await Payment.filter(order_id=order.id).update(
                 appid=appid, openid=openid, prepay_id=prepay_id
