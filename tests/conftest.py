@@ -242,3 +242,8 @@ async def api(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
 
 def error_code(resp: httpx.Response) -> Any:
     return resp.json()["error"]["code"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `last` (the whole-suite ledger check) run after all the others."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
