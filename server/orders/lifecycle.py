@@ -59,6 +59,8 @@ HOOK_MODULES: list[str] = [
     "server.coupons.service",
     "server.flashsale.service",
     "server.groupbuy.outcomes",
+    "server.payments.tenders",
+    "server.giftcards.service",
 ]
 
 

@@ -9,25 +9,18 @@ from server.infra import auth
 from server.infra.http import body, respond, returns
 from server.orders import pickup, service
 from server.orders.idempotency import run_once
-from server.orders.models import Order
 from server.orders.schemas import (
     CancelIn,
     CompleteIn,
     OrderListOut,
     OrderOut,
     PickupOrderIn,
-    order_out,
+    order_view,
 )
 from server.payments import service as payments
-from server.payments.schemas import PayIn, PayParamsOut
+from server.payments.schemas import PayIn, PayOut
 
 bp = Blueprint("orders", url_prefix="/api/v1")
-
-
-async def _view(order: Order, *, events: bool = False, show_pickup_code: bool = True) -> OrderOut:
-    lines = await service.order_lines(order)
-    evs = await service.order_events(order) if events else None
-    return order_out(order, lines, evs, show_pickup_code=show_pickup_code)
 
 
 @bp.post("/orders")
@@ -47,7 +40,7 @@ async def place_order(request: Request, payload: PickupOrderIn) -> HTTPResponse:
             {i.sku_id: i.quantity for i in payload.items},
             payload.coupon_ids,
         )
-        return 201, (await _view(order)).model_dump(mode="json")
+        return 201, (await order_view(order)).model_dump(mode="json")
 
     status, answer = await run_once(
         f"member:{member_id}:POST /orders",
@@ -63,7 +56,7 @@ async def place_order(request: Request, payload: PickupOrderIn) -> HTTPResponse:
 @returns(OrderListOut)
 async def my_orders(request: Request) -> HTTPResponse:
     orders = await service.member_orders(request.ctx.principal.subject)
-    return respond(OrderListOut(items=[await _view(o) for o in orders]))
+    return respond(OrderListOut(items=[await order_view(o) for o in orders]))
 
 
 @bp.get("/orders/<order_no:str>")
@@ -73,20 +66,23 @@ async def my_order(request: Request, order_no: str) -> HTTPResponse:
     order = await service.get_order(
         order_no, member_id=request.ctx.principal.subject, redis=request.app.ctx.redis
     )
-    return respond(await _view(order, events=True))
+    return respond(await order_view(order, events=True))
 
 
 @bp.post("/orders/<order_no:str>/pay")
 @auth.authenticated("member")
 @body(PayIn)
-@returns(PayParamsOut)
+@returns(PayOut)
 async def pay_order(request: Request, order_no: str, payload: PayIn) -> HTTPResponse:
-    """The parameters for `wx.requestPayment` (the order must be unpaid and in time)."""
+    """Pay an unpaid order in time: with gift cards (captured now; enough of them pay the
+    order at once), and/or WeChat Pay for the rest (the `wx.requestPayment` parameters)."""
     order = await service.get_order(
         order_no, member_id=request.ctx.principal.subject, redis=request.app.ctx.redis
     )
-    params = await payments.prepay(request.app.ctx.settings, order, payload.appid)
-    return respond(params)
+    answer = await payments.pay(
+        request.app.ctx.settings, order, appid=payload.appid, asked=payload.asked()
+    )
+    return respond(PayOut(**answer))
 
 
 @bp.post("/orders/<order_no:str>/cancel")
@@ -103,7 +99,7 @@ async def cancel_order(request: Request, order_no: str, payload: CancelIn) -> HT
         actor=f"member:{member_id}",
         reason=payload.reason or "cancelled by the shopper",
     )
-    return respond(await _view(order, events=True))
+    return respond(await order_view(order, events=True))
 
 
 @bp.post("/staff/orders/<order_no:str>/complete")
@@ -115,7 +111,7 @@ async def complete_pickup(request: Request, order_no: str, payload: CompleteIn) 
     order = await pickup.complete_pickup(
         order_no, staff_id=request.ctx.principal.subject, pickup_code=payload.pickup_code
     )
-    return respond(await _view(order, show_pickup_code=False))
+    return respond(await order_view(order, show_pickup_code=False))
 
 
 @bp.get("/admin/orders/<order_no:str>")
@@ -124,4 +120,4 @@ async def complete_pickup(request: Request, order_no: str, payload: CompleteIn) 
 async def admin_order(request: Request, order_no: str) -> HTTPResponse:
     """An order with its full history (events) and any flag for an operator."""
     order = await service.get_order(order_no)
-    return respond(await _view(order, events=True))
+    return respond(await order_view(order, events=True))

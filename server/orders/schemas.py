@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -42,6 +43,13 @@ class OrderEventOut(BaseModel):
     at: datetime
 
 
+class TenderOut(BaseModel):
+    kind: str = Field(description="gift_card | stored_value | points | wechat")
+    label: str
+    amount_fen: int
+    status: str = Field(description="captured | returned | refunded")
+
+
 class OrderOut(BaseModel):
     order_no: str
     kind: str
@@ -59,6 +67,7 @@ class OrderOut(BaseModel):
     pickup_code: str | None = None
     lines: list[OrderLineOut] = Field(default_factory=list)
     events: list[OrderEventOut] | None = None
+    tenders: list[TenderOut] = Field(default_factory=list, description="how it is paid")
     flag: str | None = None
 
 
@@ -78,6 +87,7 @@ def order_out(
     order: Order,
     lines: list[OrderLine],
     events: list[OrderEvent] | None = None,
+    tenders: list[dict[str, Any]] | None = None,
     *,
     show_pickup_code: bool = True,
 ) -> OrderOut:
@@ -118,5 +128,19 @@ def order_out(
             )  # type: ignore[arg-type]
             for e in events
         ],
+        tenders=[TenderOut(**t) for t in tenders or []],
         flag=order.flag,
     )
+
+
+async def order_view(
+    order: Order, *, events: bool = False, show_pickup_code: bool = True
+) -> OrderOut:
+    """The order as its shopper (or an operator) sees it, with how it is being paid."""
+    from server.orders import service
+    from server.payments import tenders  # payments builds on orders: imported when used
+
+    lines = await service.order_lines(order)
+    evs = await service.order_events(order) if events else None
+    paid_by = tenders.tenders_out(await tenders.of_order(order.id))
+    return order_out(order, lines, evs, paid_by, show_pickup_code=show_pickup_code)

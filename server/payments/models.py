@@ -62,3 +62,29 @@ class PaymentNotice(TimestampedModel):
 
     class Meta:
         table = "payment_notice"
+
+
+class TenderStatus(StrEnum):
+    CAPTURED = "captured"  # taken from the shopper's balance (or paid, for WeChat)
+    RETURNED = "returned"  # the order was never paid in full: given back by the cancel hook
+    REFUNDED = "refunded"  # the order was refunded: given back to where it came from
+
+
+class Tender(TimestampedModel):
+    """One way an order was (or is being) paid: a gift card, stored value, points, WeChat Pay.
+
+    An order is paid when its captured tenders add up to its payable. `ref` names the source
+    within its kind (the card's id, the WeChat transaction id), once per order."""
+
+    order = fields.ForeignKeyField(
+        "orders.Order", related_name="tenders", on_delete=fields.RESTRICT
+    )
+    kind = fields.CharField(max_length=16)
+    ref = fields.CharField(max_length=64)
+    amount_fen = fields.IntField()
+    status = fields.CharEnumField(TenderStatus, max_length=12, default=TenderStatus.CAPTURED)
+    label = fields.CharField(max_length=64, default="")  # what the shopper sees, e.g. a masked card
+
+    class Meta:
+        table = "order_tender"
+        unique_together = (("order", "kind", "ref"),)

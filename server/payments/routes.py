@@ -9,7 +9,7 @@ from sanic.response import HTTPResponse, empty
 
 from server.infra import auth
 from server.infra.http import body, respond
-from server.payments import service
+from server.payments import service, tenders
 from server.payments.schemas import RefundIn, RefundOut
 from server.wechat.pay import PayNotificationRejected
 
@@ -42,4 +42,5 @@ async def admin_refund(request: Request, order_no: str, payload: RefundIn) -> HT
         actor=f"operator:{request.ctx.principal.subject}",
         reason=payload.reason,
     )
-    return respond(RefundOut.of(refund), status=201)
+    shown = tenders.tenders_out(await tenders.of_order(refund.order_id))  # type: ignore[attr-defined]
+    return respond(RefundOut.of(refund, shown), status=201)

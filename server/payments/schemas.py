@@ -1,7 +1,10 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Any
 
+from pydantic import BaseModel, Field, field_validator
+
+from server.orders.schemas import TenderOut
 from server.payments.models import Refund
 
 
@@ -11,27 +14,62 @@ class RefundIn(BaseModel):
 
 class RefundOut(BaseModel):
     out_refund_no: str
-    amount_fen: int
+    amount_fen: int = Field(description="WeChat Pay's part; balances are back already")
     status: str
     reason: str
+    tenders: list[TenderOut] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, refund: Refund) -> RefundOut:
+    def of(cls, refund: Refund, tenders: list[dict[str, Any]] | None = None) -> RefundOut:
         return cls(
             out_refund_no=refund.out_refund_no,
             amount_fen=refund.amount_fen,
             status=str(refund.status),
             reason=refund.reason,
+            tenders=[TenderOut(**t) for t in tenders or []],
         )
 
 
 class PayIn(BaseModel):
     appid: str | None = Field(default=None, max_length=32)
+    gift_card_ids: list[int] = Field(
+        default_factory=list,
+        max_length=10,
+        description="gift cards to pay with, in this order; each pays at most what is left",
+    )
+    gift_card_fen: int | None = Field(
+        default=None,
+        ge=1,
+        description="what the checkout showed the cards paying: if they now cover another "
+        "amount (spent elsewhere meanwhile), nothing is captured and 409 CARD_BALANCE_CHANGED",
+    )
+
+    def asked(self) -> dict[str, Any]:
+        """The balances asked for, by tender kind."""
+        cards = (
+            {"refs": [str(i) for i in self.gift_card_ids], "expect_fen": self.gift_card_fen}
+            if self.gift_card_ids
+            else None
+        )
+        return {"gift_card": cards}
+
+    @field_validator("gift_card_ids")
+    @classmethod
+    def _distinct(cls, ids: list[int]) -> list[int]:
+        if len(set(ids)) != len(ids) or any(i <= 0 for i in ids):
+            raise ValueError("each gift card once, by its positive id")
+        return ids
 
 
-class PayParamsOut(BaseModel):
-    timeStamp: str
-    nonceStr: str
-    package: str
-    signType: str
-    paySign: str
+class PayOut(BaseModel):
+    """What paying did: the balances captured and, when WeChat Pay must take the rest, the
+    parameters of `wx.requestPayment` for exactly that rest."""
+
+    paid: bool = Field(description="true: fully paid by balances, no WeChat payment needed")
+    wechat_fen: int
+    tenders: list[TenderOut]
+    timeStamp: str | None = None
+    nonceStr: str | None = None
+    package: str | None = None
+    signType: str | None = None
+    paySign: str | None = None

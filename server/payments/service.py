@@ -24,6 +24,7 @@ from server.infra.errors import AppError, Conflict, NotFound
 from server.orders import lifecycle
 from server.orders import service as orders
 from server.orders.models import Order, OrderStatus
+from server.payments import tenders
 from server.payments.models import Payment, PaymentNotice, Refund, RefundStatus
 from server.settings import Settings
 from server.wechat.pay import PayNotFound, PayOrderPaid, get_wechatpay, pay_config
@@ -47,14 +48,62 @@ def _default_appid(settings: Settings) -> str:
 # -- paying ---------------------------------------------------------------------------------------
 
 
-async def prepay(settings: Settings, order: Order, appid: str | None = None) -> dict[str, str]:
-    """Open (or reopen) the WeChat Pay transaction of an unpaid order and return the
-    parameters of `wx.requestPayment`."""
+def _require_payable(order: Order) -> None:
     if order.status != S.PENDING_PAYMENT:
-        raise Conflict(f"order {order.order_no} is {order.status}", code="ORDER_NOT_PAYABLE")
+        raise Conflict(
+            f"order {order.order_no} is {order.status}",
+            code="ORDER_NOT_PAYABLE",
+            details={"status": str(order.status)},
+        )
     if order.pay_deadline <= utcnow():
         raise Conflict("the time to pay this order is over", code="ORDER_EXPIRED")
-    if order.payable_fen <= 0:
+
+
+async def pay(
+    settings: Settings, order: Order, *, appid: str | None, asked: dict[str, Any]
+) -> dict[str, Any]:
+    """`/orders/{no}/pay`: capture the balances the shopper asked for (tenders), in one
+    transaction with the order locked; a fully covered order is paid there and then, else
+    WeChat Pay is opened for the rest. Returns {paid, wechat_fen, tenders, + requestPayment}."""
+    asked = {kind: value for kind, value in asked.items() if value}
+    if asked:
+        async with in_transaction() as conn:
+            locked = await Order.filter(id=order.id).select_for_update().using_db(conn).get()
+            _require_payable(locked)
+            held = await tenders.captured_fen(order.id, conn)
+            if not held and await Payment.filter(order_id=order.id).using_db(conn).exists():
+                raise Conflict(
+                    "WeChat Pay was opened for the whole amount; pay there, or cancel and "
+                    "order again to use a balance",
+                    code="WECHAT_PAY_OPENED",
+                )
+            left = await tenders.capture(locked, asked, conn)
+            if left == 0:
+                await orders.transition(
+                    order.order_no,
+                    S.PAID,
+                    actor=f"member:{order.member_id}",  # type: ignore[attr-defined]
+                    reason="paid with balances",
+                    only_from=[S.PENDING_PAYMENT],
+                    updates={"paid_fen": locked.payable_fen, "paid_at": utcnow()},
+                    connection=conn,
+                )
+        order = await Order.get(id=order.id)
+    captured = await tenders.of_order(order.id)
+    answer: dict[str, Any] = {"tenders": tenders.tenders_out(captured)}
+    if order.status == S.PAID and not any(t.kind == tenders.WECHAT for t in captured):
+        return {**answer, "paid": True, "wechat_fen": 0}
+    params = await prepay(settings, order, appid)
+    left = order.payable_fen - await tenders.captured_fen(order.id)
+    return {**answer, **params, "paid": False, "wechat_fen": left}
+
+
+async def prepay(settings: Settings, order: Order, appid: str | None = None) -> dict[str, str]:
+    """Open (or reopen) the WeChat Pay transaction of an unpaid order, for what its tenders
+    left unpaid, and return the parameters of `wx.requestPayment`."""
+    _require_payable(order)
+    total_fen = order.payable_fen - await tenders.captured_fen(order.id)
+    if total_fen <= 0:
         raise Conflict("nothing to pay for this order", code="ORDER_NOT_PAYABLE")
     appid = appid or _default_appid(settings)
     if appid not in {a.appid for a in settings.apps}:
@@ -66,7 +115,7 @@ async def prepay(settings: Settings, order: Order, appid: str | None = None) -> 
     prepay_id = await pay.create_jsapi(
         out_trade_no=order.order_no,
         description=f"好店+ order {order.order_no}",
-        total_fen=order.payable_fen,
+        total_fen=total_fen,
         openid=openid,
         appid=appid,
         notify_url=notify_url(settings),
@@ -154,15 +203,17 @@ async def apply_transaction(
     try:
         # The scenario's `paid` hooks (orders.lifecycle) run in this transaction.
         async with in_transaction() as conn:
+            held = await tenders.captured_fen(order.id, conn)
             await orders.transition(
                 out_trade_no,
                 S.PAID,
                 actor="wechat",
                 reason=f"paid ({source})",
                 only_from=[S.PENDING_PAYMENT],
-                updates=paid,
+                updates={**paid, "paid_fen": paid_fen + held},
                 connection=conn,
             )
+            await tenders.record_wechat(order, transaction_id, paid_fen, conn)
             await _notice(notice_id or source, event, out_trade_no, "applied", connection=conn)
         return "applied"
     except AppError as exc:
@@ -218,10 +269,13 @@ async def _revive(order: Order, paid: dict[str, Any], source: str) -> bool:
     """A payment landed on an order we cancelled: its kind's revive hook may take back what
     the order needs (a group-buy seat that is still free); then the payment counts as for any
     order, `paid` hooks included. Otherwise nothing changes and the money goes back."""
+    if await tenders.of_order(order.id):
+        return False  # its balances went back at the close: the WeChat part alone is not enough
     try:
         async with in_transaction() as conn:
             if not await lifecycle.try_revive(order, conn):
                 raise _NotRevived
+            await tenders.record_wechat(order, str(paid["transaction_id"]), paid["paid_fen"], conn)
             await orders.transition(
                 order.order_no,
                 S.PAID,
@@ -249,8 +303,9 @@ async def _mismatch(settings: Settings, order: Order, tx: dict[str, Any]) -> str
     amount = tx.get("amount") or {}
     if amount.get("currency", "CNY") != "CNY":
         return f"currency {amount.get('currency')!r}"
-    if amount.get("total") != order.payable_fen:
-        return f"paid {amount.get('total')} fen, order asks {order.payable_fen} fen"
+    due = order.payable_fen - await tenders.captured_fen(order.id)
+    if amount.get("total") != due:
+        return f"paid {amount.get('total')} fen, order asks {due} fen"
     return ""
 
 
@@ -403,8 +458,9 @@ def refund_no(order: Order) -> str:
 
 
 async def request_refund(settings: Settings, order_no: str, *, actor: str, reason: str) -> Refund:
-    """Refund a paid (or completed) order in full. Two requests at once: one refund; the
-    other gets ORDER_STATE_CONFLICT."""
+    """Refund a paid (or completed) order in full: every balance tender gets back what it
+    paid in this transaction, WeChat's part goes to a WeChat refund (none: the order is
+    refunded at once). Two requests at once: one refund; the other gets ORDER_STATE_CONFLICT."""
     order = await Order.get_or_none(order_no=order_no)
     if order is None:
         raise NotFound(f"no order {order_no}", code="ORDER_NOT_FOUND")
@@ -417,14 +473,28 @@ async def request_refund(settings: Settings, order_no: str, *, actor: str, reaso
             only_from=[S.PAID, S.COMPLETED],
             connection=conn,
         )
+        wechat_fen = await tenders.give_back_all(order, "refund", conn)
+        if not await tenders.of_order(order.id, conn):
+            wechat_fen = order.paid_fen or order.payable_fen  # paid before tenders were kept
         refund = await Refund.create(
             out_refund_no=refund_no(order),
             order_id=order.id,
-            amount_fen=order.paid_fen or order.payable_fen,
+            amount_fen=wechat_fen,
             reason=reason[:255],
             requested_by=actor,
+            status=RefundStatus.REQUESTED if wechat_fen else RefundStatus.SUCCESS,
+            finished_at=None if wechat_fen else utcnow(),
             using_db=conn,
         )
+        if not wechat_fen:
+            await orders.transition(
+                order_no,
+                S.REFUNDED,
+                actor=actor,
+                reason="refunded to its balances",
+                updates={"refunded_fen": order.paid_fen or 0},
+                connection=conn,
+            )
     await submit_refund(settings, refund.id)
     return await Refund.get(id=refund.id)
 
@@ -440,7 +510,9 @@ async def submit_refund(settings: Settings, refund_id: int) -> None:
             out_trade_no=refund.order.order_no,
             out_refund_no=refund.out_refund_no,
             refund_fen=refund.amount_fen,
-            total_fen=refund.order.paid_fen or refund.amount_fen,
+            total_fen=await tenders.wechat_total(refund.order.id)
+            or refund.order.paid_fen
+            or refund.amount_fen,
             reason=refund.reason or None,
             notify_url=notify_url(settings),
         )
@@ -508,7 +580,7 @@ async def _apply_refund_state(refund: Refund, answer: dict[str, Any]) -> str:
                 S.REFUNDED,
                 actor="wechat",
                 reason="refund succeeded",
-                updates={"refunded_fen": refund.amount_fen},
+                updates={"refunded_fen": order.paid_fen or refund.amount_fen},
                 connection=conn,
             )
         elif finished:
