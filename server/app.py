@@ -34,6 +34,7 @@ DOMAIN_ROUTES: list[str] = [
     "flashsale",
     "share",
     "groupbuy",
+    "giftcards",
 ]
 
 _SANIC_CODES = {

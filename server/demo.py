@@ -15,7 +15,15 @@ DEMO_OPERATOR = ("admin", "haodian-demo")
 # Domains that own demo data expose `async def seed(settings, redis, progress)` in
 # `server/<domain>/seed.py`; they run in this order (later ones may use earlier ones).
 # identity runs again last: its demo clerk needs the demo stores.
-SEEDERS: list[str] = ["identity", "stores", "catalog", "identity", "coupons", "groupbuy"]
+SEEDERS: list[str] = [
+    "identity",
+    "stores",
+    "catalog",
+    "identity",
+    "coupons",
+    "groupbuy",
+    "giftcards",
+]
 
 Progress = Callable[[str, int], Any]
 

@@ -421,6 +421,19 @@ async def member_openid(member_id: int, appid: str) -> str | None:
     return ident.openid if ident else None
 
 
+async def member_wechat_identity(
+    member_id: int, appid: str | None = None
+) -> tuple[str, str] | None:
+    """(openid, appid) to speak to WeChat about this member: in `appid` when given and
+    known, else their first identity (moderation, subscribe messages)."""
+    if appid:
+        openid = await member_openid(member_id, appid)
+        if openid is not None:
+            return openid, appid
+    ident = await WeChatIdentity.filter(member_id=member_id).order_by("id").first()
+    return (ident.openid, ident.appid) if ident else None
+
+
 async def member_session_key(settings: Settings, member_id: int, appid: str) -> str | None:
     """For decrypting open data server-side; never send it anywhere."""
     ident = await WeChatIdentity.get_or_none(member_id=member_id, appid=appid)
@@ -473,14 +486,10 @@ async def update_profile(
     member = await get_member(member_id)
     nickname = changes.get("nickname")
     if nickname is not None and nickname != member.nickname:
-        openid = None
-        if appid:
-            openid = await member_openid(member_id, appid)
-        if openid is None:
-            ident = await WeChatIdentity.filter(member_id=member_id).first()
-            if ident is None:
-                raise Conflict("no WeChat identity to check the nickname with")
-            openid, appid = ident.openid, ident.appid
+        ident = await member_wechat_identity(member_id, appid)
+        if ident is None:
+            raise Conflict("no WeChat identity to check the nickname with")
+        openid, appid = ident
         verdict = await client.msg_sec_check(openid, nickname, scene=1, appid=appid)
         if verdict.get("suggest") != "pass":
             raise ValidationFailed(

@@ -30,6 +30,8 @@ DOMAIN_APPS: list[str] = [
     "outbox",
     "share",
     "groupbuy",
+    "ledger",
+    "giftcards",
 ]
 
 

@@ -28,6 +28,7 @@ JOB_MODULES: list[str] = [
     "server.flashsale.jobs",
     "server.outbox.jobs",
     "server.groupbuy.jobs",
+    "server.giftcards.jobs",
 ]
 QUEUE = "haodian:jobs"
 

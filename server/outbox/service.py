@@ -64,6 +64,8 @@ _handlers: dict[str, list[tuple[str, Handler]]] = {}
 HANDLER_MODULES: list[str] = [
     "server.flashsale.service",
     "server.groupbuy.outcomes",
+    "server.giftcards.gifts",
+    "server.giftcards.printed",
 ]
 
 

@@ -79,6 +79,7 @@ _KINDS: dict[str, Kind] = {}
 KIND_MODULES: list[str] = [
     "server.share.invite",
     "server.groupbuy.service",
+    "server.giftcards.gifts",
 ]
 
 

@@ -426,9 +426,11 @@ async def msg_sec_check(request: Request) -> HTTPResponse:
     appid, data, bad = await _open_call(request, "msg_sec_check")
     if bad:
         return bad
-    if fail := await _failure(request, "msg_sec_check"):
-        return fail
     content, scene, openid = data.get("content"), data.get("scene"), data.get("openid")
+    if fail := await _failure(
+        request, "msg_sec_check", openid if isinstance(openid, str) else None
+    ):
+        return fail
     if data.get("version") != 2 or scene not in (1, 2, 3, 4) or not isinstance(openid, str):
         return _wx(40097, "invalid args: version 2, scene 1-4 and openid are required")
     if not isinstance(content, str) or len(content) > 2500:
