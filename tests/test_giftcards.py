@@ -24,6 +24,7 @@ from server.infra.clock import utcnow
 from server.infra.redis import Scripts
 from server.ledger import service as ledger
 from server.ledger.models import LedgerEntry
+from server.orders import service as orders_service
 from server.orders.models import Order, OrderStatus
 from server.outbox import service as outbox
 from server.outbox.models import OutboxEvent
@@ -361,6 +362,29 @@ async def test_split_payment_times_out_and_the_card_comes_back_once(
     assert late.status_code == 409  # closed at WeChat: the remainder can no longer be paid
     order = (await api.get(f"/api/v1/orders/{order_no}", headers=who["headers"])).json()
     assert order["status"] == "cancelled" and order["tenders"][0]["status"] == "returned"
+
+
+async def test_wechat_paying_after_we_closed_the_order_is_refunded_and_the_card_not_charged_twice(
+    api: httpx.AsyncClient, design: dict[str, Any], store: dict[str, Any]
+) -> None:
+    who, card = await card_in_hand(api, design, 3000)
+    order_no = await pickup(api, who, store, 5000)
+    await pay_wechat(api, who, order_no, gift_card_ids=[card["id"]])
+    # We closed it here (WeChat could not be reached to close it there): the card is back...
+    await orders_service.transition(order_no, OrderStatus.CANCELLED, actor="system", reason="t")
+    assert await balance_of(card["id"]) == 3000
+    # ...and the shopper's WeChat part still went through: it goes back, the card stays whole.
+    await complete(api, order_no)
+
+    async def refunded() -> bool:
+        return (await Order.get(order_no=order_no)).status == OrderStatus.REFUNDED
+
+    await wait_for(refunded)
+    refund = await Refund.get(order__order_no=order_no)
+    assert refund.amount_fen == 2000
+    assert await balance_of(card["id"]) == 3000
+    assert await LedgerEntry.filter(reference=order_no).count() == 2  # spend + its return
+    await assert_books_balance()
 
 
 async def test_split_payment_paid_then_refunded_to_each_tender_once(
@@ -775,4 +799,21 @@ async def test_operator_figures_are_the_ledger_sums(
         401,
         403,
     )
+    await assert_books_balance()
+
+
+async def test_a_merge_moves_the_cards_their_history_and_their_money(
+    api: httpx.AsyncClient, design: dict[str, Any], settings: Settings, redis: aioredis.Redis
+) -> None:
+    from server.identity import service as identity
+
+    old, card = await card_in_hand(api, design, 5000)
+    new = await shopper(api)
+    await identity.merge_members(
+        redis, settings, old["member_id"], new["member_id"], f"u-{uuid.uuid4().hex}"
+    )
+    moved = await my_cards(api, new)
+    assert [(c["id"], c["balance_fen"]) for c in moved] == [(card["id"], 5000)]
+    r = await api.get(f"/api/v1/me/gift-cards/{card['id']}/ledger", headers=new["headers"])
+    assert [e["reason"] for e in r.json()["items"]] == ["issue"]
     await assert_books_balance()

@@ -303,7 +303,7 @@ async def _mismatch(settings: Settings, order: Order, tx: dict[str, Any]) -> str
     amount = tx.get("amount") or {}
     if amount.get("currency", "CNY") != "CNY":
         return f"currency {amount.get('currency')!r}"
-    due = order.payable_fen - await tenders.captured_fen(order.id)
+    due = await tenders.wechat_due(order)
     if amount.get("total") != due:
         return f"paid {amount.get('total')} fen, order asks {due} fen"
     return ""

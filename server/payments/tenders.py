@@ -80,6 +80,13 @@ async def captured_fen(order_id: int, connection: Any = None) -> int:
     return sum(t.amount_fen for t in rows if t.kind != WECHAT)
 
 
+async def wechat_due(order: Order, connection: Any = None) -> int:
+    """What WeChat Pay was asked for: the payable less every balance captured for the order
+    (including balances given back since: the WeChat amount was fixed when it was opened)."""
+    rows = await Tender.filter(order_id=order.id).using_db(connection)
+    return order.payable_fen - sum(t.amount_fen for t in rows if t.kind != WECHAT)
+
+
 async def wechat_total(order_id: int, connection: Any = None) -> int | None:
     """The WeChat Pay transaction's total, when the order recorded one."""
     row = await Tender.filter(order_id=order_id, kind=WECHAT).using_db(connection).first()

@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
                 ('member_id', fields.BigIntField(null=True, db_index=True)),
                 ('balance', fields.BigIntField(default=0)),
             ],
-            options={'table': 'ledger_account', 'app': 'ledger', 'constraints': [CheckConstraint(check='balance >= 0', name='ledger_balance_not_negative')], 'pk_attr': 'id', 'table_description': 'A balance that moves only by `ledger.service.post`.'},
+            options={'table': 'ledger_account', 'app': 'ledger', 'pk_attr': 'id', 'table_description': 'A balance that moves only by `ledger.service.post`.'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -35,5 +35,10 @@ class Migration(migrations.Migration):
             ],
             options={'table': 'ledger_entry', 'app': 'ledger', 'unique_together': (('account', 'reason', 'reference'),), 'pk_attr': 'id', 'table_description': 'One change of one account: signed `amount`, the balance right after it (returned by'},
             bases=['Model'],
+        ),
+        # CreateModel does not write a model's CHECK constraints; AddConstraint does.
+        ops.AddConstraint(
+            model_name='LedgerAccount',
+            constraint=CheckConstraint(check='balance >= 0', name='ledger_balance_not_negative'),
         ),
     ]
