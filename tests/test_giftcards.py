@@ -519,6 +519,10 @@ async def test_own_gift_pending_card_landing_page_and_share_attribution(
     friend = await shopper(api)
     r = await claim(api, friend, gift["gift_no"], scene=gift["share"]["scene"])
     assert r.status_code == 201 and r.json()["balance_fen"] == 3000
+    spend = await pickup(api, friend, store, 1000)
+    assert (await pay_wechat(api, friend, spend, gift_card_ids=[card["id"]]))["paid"] is True
+    after = (await api.get(f"/api/v1/gifts/{gift['gift_no']}")).json()
+    assert after["status"] == "claimed" and after["amount_fen"] == 3000  # not the 2000 left
     assert (await my_cards(api, friend))[0]["id"] == card["id"]
     assert all(c["id"] != card["id"] for c in await my_cards(api, giver))
     stats = await api.get("/api/v1/me/shares", headers=giver["headers"])
@@ -528,7 +532,10 @@ async def test_own_gift_pending_card_landing_page_and_share_attribution(
     entries = (
         await api.get(f"/api/v1/me/gift-cards/{card['id']}/ledger", headers=friend["headers"])
     ).json()["items"]
-    assert [(e["reason"], e["amount_fen"]) for e in entries] == [("gift_in", 3000)]
+    assert [(e["reason"], e["amount_fen"]) for e in entries] == [
+        ("spend", -1000),
+        ("gift_in", 3000),
+    ]
 
 
 async def test_risky_greeting_is_refused_and_moderation_down_sends_nothing(
@@ -557,6 +564,7 @@ async def test_risky_greeting_is_refused_and_moderation_down_sends_nothing(
     finally:
         await api.put(f"{SANDBOX}/control/msg-sec", json={"suggest": "pass"})
 
+    _, second = await card_in_hand(api, design, 1000, giver)
     rule = {"api": "msg_sec_check", "errcode": -1, "times": -1, "openid": giver["openid"]}
     assert (await api.post(f"{SANDBOX}/control/failures", json=rule)).status_code == 201
     try:
@@ -572,6 +580,12 @@ async def test_risky_greeting_is_refused_and_moderation_down_sends_nothing(
         assert r.status_code == 409 and error_code(r) == "GIFT_NOT_READY"
         await outbox.deliver_due(wenv)  # the worker asks again: still down, the gift waits
         assert (await Gift.get(gift_no=gift_no)).status == GiftStatus.CHECKING
+        # Taken back while unchecked: its greeting is still never shown.
+        r = await give(api, giver, second["id"], "not checked either")
+        unchecked = r.json()["gift_no"]
+        await api.post(f"/api/v1/me/gifts/{unchecked}/cancel", headers=giver["headers"])
+        page = (await api.get(f"/api/v1/gifts/{unchecked}")).json()
+        assert page["status"] == "cancelled" and page["greeting"] is None
     finally:
         await api.delete(f"{SANDBOX}/control/failures")
     await OutboxEvent.filter(key=f"gc:{gift_no}").update(available_at=utcnow())
@@ -817,3 +831,66 @@ async def test_a_merge_moves_the_cards_their_history_and_their_money(
     r = await api.get(f"/api/v1/me/gift-cards/{card['id']}/ledger", headers=new["headers"])
     assert [e["reason"] for e in r.json()["items"]] == ["issue"]
     await assert_books_balance()
+
+
+async def test_a_burst_of_pin_guesses_tests_at_most_five(
+    api: httpx.AsyncClient, op: dict[str, str], design: dict[str, Any]
+) -> None:
+    rows = await batch(api, op, design, 1)
+    card_no, pin = rows[0]["card_no"], rows[0]["pin"]
+    guesses = [f"{(int(pin) + i) % 10**6:06d}" for i in range(1, 40)]
+    thieves = [await shopper(api) for _ in range(4)]  # many accounts: the card's own limit holds
+    answers = await asyncio.gather(
+        *(
+            api.post(
+                "/api/v1/me/gift-cards/bind",
+                headers=thieves[i % 4]["headers"],
+                json={"card_no": card_no, "pin": g},
+            )
+            for i, g in enumerate([*guesses, pin])
+        )
+    )
+    codes = [error_code(r) if r.status_code != 200 else "BOUND" for r in answers]
+    assert codes.count("CARD_OR_PIN_WRONG") <= 5, codes
+    assert codes.count("TOO_MANY_ATTEMPTS") >= len(guesses) - 5
+    assert all(r.status_code in (200, 422, 429) for r in answers)
+
+
+async def test_bad_input_is_a_clear_4xx_and_takes_nothing(
+    api: httpx.AsyncClient, design: dict[str, Any], store: dict[str, Any]
+) -> None:
+    who, card = await card_in_hand(api, design, 5000)
+    order_no = await pickup(api, who, store, 8000)
+    huge = 2**63
+    r = await api.post(
+        f"/api/v1/orders/{order_no}/pay", headers=who["headers"], json={"gift_card_ids": [huge]}
+    )
+    assert r.status_code == 422
+    for path in (
+        f"/api/v1/me/gift-cards/{huge * 10}/ledger",
+        "/api/v1/gifts/G" + "0" * 40,
+        "/api/v1/me/gifts/G" + "礼" * 20,
+        "/api/v1/orders/" + "9" * 40,
+    ):
+        r = await api.get(path, headers=who["headers"])
+        assert r.status_code == 404, (path, r.text)
+    r = await api.post(
+        f"/api/v1/me/gift-cards/{huge}/gifts", headers=who["headers"], json={"greeting": "hi"}
+    )
+    assert r.status_code == 404
+    # A WeChat part that cannot be opened (an app that is not ours) takes no card money.
+    r = await api.post(
+        f"/api/v1/orders/{order_no}/pay",
+        headers=who["headers"],
+        json={"gift_card_ids": [card["id"]], "appid": "wxnotours0000000"},
+    )
+    assert r.status_code == 422 and error_code(r) == "UNKNOWN_APPID"
+    assert await balance_of(card["id"]) == 5000
+    assert not await Tender.filter(order__order_no=order_no).exists()
+    # Buying cards moves money: a second tap without a key could buy twice, so a key is a must.
+    r = await api.post(
+        "/api/v1/gift-cards/orders",
+        headers=who["headers"],
+        json={"design_id": design["id"], "face_value_fen": 1000, "quantity": 1},
+    )
+    assert r.status_code == 400 and error_code(r) == "IDEMPOTENCY_KEY_REQUIRED"

@@ -29,6 +29,7 @@ from server.wechat.errors import WeChatBadRequest, WeChatError, WeChatUserRisky
 log = logging.getLogger("haodian.giftcards")
 
 GIFT_HOURS = 24
+GIFT_NO_MAX = 16
 SHARE_KIND = "gift"
 SHARE_PAGE = "pages/giftcards/claim"
 
@@ -38,7 +39,11 @@ def new_gift_no() -> str:
 
 
 async def _gift(gift_no: str, conn: Any = None) -> Gift:
-    gift = await Gift.filter(gift_no=gift_no).using_db(conn).first()
+    gift = (
+        await Gift.filter(gift_no=gift_no).using_db(conn).first()
+        if len(gift_no) <= GIFT_NO_MAX
+        else None
+    )
     if gift is None:
         raise NotFound("no such gift", code="GIFT_NOT_FOUND")
     return gift
@@ -93,6 +98,7 @@ async def give(client: Any, member_id: int, card_id: int, greeting: str) -> Gift
             card_id=card.id,
             giver_id=member_id,
             greeting=greeting,
+            amount_fen=await ledger.balance(card.account_id, conn),
             verdict=verdict or "",
             status=GiftStatus.PENDING if verdict else GiftStatus.CHECKING,
             expires_at=utcnow() + timedelta(hours=GIFT_HOURS),
@@ -257,18 +263,19 @@ share.register_kind(SHARE_KIND, SHARE_PAGE, _shareable, param="gift")
 
 
 async def landing(gift_no: str) -> dict[str, Any]:
-    """What a friend sees before claiming (no sign-in): never an unchecked greeting."""
+    """What a friend sees before claiming (no sign-in): the greeting only once moderation
+    passed it, the amount given (not the card's balance now: that is the holder's business)."""
     gift = await _gift(gift_no)
     card = await GiftCard.get(id=gift.card_id).prefetch_related("design")  # type: ignore[attr-defined]
     giver = (await identity.public_profiles([gift.giver_id])).get(gift.giver_id, {})
-    shown = gift.status not in (GiftStatus.CHECKING, GiftStatus.REJECTED)
+    checked = gift.verdict in ("pass", "review")
     return {
         "gift_no": gift.gift_no,
         "status": str(gift.status),
-        "greeting": gift.greeting if shown else None,
+        "greeting": gift.greeting if checked else None,
         "giver": {"nickname": giver.get("nickname", ""), "avatar_url": giver.get("avatar_url")},
         "design": design_view(card.design),
-        "amount_fen": await ledger.balance(card.account_id) if shown else None,
+        "amount_fen": gift.amount_fen,
         "expires_at": gift.expires_at,
     }
 
@@ -286,7 +293,11 @@ def gift_view(gift: Gift, shared: dict[str, Any] | None = None) -> dict[str, Any
 
 
 async def my_gift(member_id: int, gift_no: str) -> Gift:
-    gift = await Gift.get_or_none(gift_no=gift_no, giver_id=member_id)
+    gift = (
+        await Gift.get_or_none(gift_no=gift_no, giver_id=member_id)
+        if len(gift_no) <= GIFT_NO_MAX
+        else None
+    )
     if gift is None:
         raise NotFound("no such gift of yours", code="GIFT_NOT_FOUND")
     return gift

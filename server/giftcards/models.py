@@ -80,6 +80,7 @@ class Gift(TimestampedModel):
     )
     giver_id = fields.BigIntField(db_index=True)
     greeting = fields.CharField(max_length=200)
+    amount_fen = fields.IntField()  # what the card held when given (it cannot change meanwhile)
     verdict = fields.CharField(max_length=12, default="")  # pass | review (flagged) | risky
     status = fields.CharEnumField(GiftStatus, max_length=12, default=GiftStatus.CHECKING)
     claimer_id = fields.BigIntField(null=True)

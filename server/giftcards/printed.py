@@ -14,6 +14,7 @@ import io
 import logging
 import secrets
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from tortoise.transactions import in_transaction
@@ -84,15 +85,23 @@ async def create_batch(
     return batch, out.getvalue()
 
 
+PIN_SCRIPT = Path(__file__).parent / "lua" / "pin_attempt.lua"
+
+
 def _pin_keys(card_no: str, member_id: int) -> tuple[str, str]:
     return f"gc:pin:card:{card_no}", f"gc:pin:member:{member_id}"
 
 
-async def _refuse_if_locked(redis: Any, card_no: str, member_id: int) -> None:
-    card_key, member_key = _pin_keys(card_no, member_id)
-    tries = await redis.mget(card_key, member_key)
-    if any(int(t or 0) >= PIN_TRIES for t in tries):
-        ttl = max(await redis.ttl(card_key), await redis.ttl(member_key), 1)
+async def _count_attempt(redis: Any, scripts: Any, card_no: str, member_id: int) -> None:
+    """Count this try for the card and for the member before the PIN is checked; over the
+    limit on either, refuse it (429) whatever the PIN. One script call per key, so each
+    counter is exact and the two may live on different cluster nodes."""
+    counts = [
+        int(await scripts.run(PIN_SCRIPT, [key], [1, PIN_WINDOW_S]))
+        for key in _pin_keys(card_no, member_id)
+    ]
+    if max(counts) > PIN_TRIES:
+        ttl = max([await redis.ttl(k) for k in _pin_keys(card_no, member_id)] + [1])
         raise RateLimited(
             "too many wrong PINs; try again in an hour",
             code="TOO_MANY_ATTEMPTS",
@@ -100,21 +109,19 @@ async def _refuse_if_locked(redis: Any, card_no: str, member_id: int) -> None:
         )
 
 
-async def _count_wrong_pin(redis: Any, card_no: str, member_id: int) -> None:
-    async with redis.pipeline(transaction=True) as pipe:
-        for key in _pin_keys(card_no, member_id):
-            pipe.incr(key)
-            pipe.expire(key, PIN_WINDOW_S, nx=True)
-        await pipe.execute()
+async def _uncount_attempt(scripts: Any, card_no: str, member_id: int) -> None:
+    """A right PIN is not a wrong one: take its try back."""
+    for key in _pin_keys(card_no, member_id):
+        await scripts.run(PIN_SCRIPT, [key], [-1, PIN_WINDOW_S])
 
 
 async def bind(
-    settings: Settings, redis: Any, member_id: int, card_no: str, pin: str
+    settings: Settings, redis: Any, scripts: Any, member_id: int, card_no: str, pin: str
 ) -> tuple[GiftCard, bool]:
     """Bind a printed card to the member with its PIN: it becomes a named card that never
     expires (an expired one is reactivated with its money: the answer says so). Wrong PINs
     count per card and per member; the 6th within the hour is refused even if right."""
-    await _refuse_if_locked(redis, card_no, member_id)
+    await _count_attempt(redis, scripts, card_no, member_id)
     card = await GiftCard.get_or_none(card_no=card_no)
     right = (
         card is not None
@@ -122,8 +129,8 @@ async def bind(
         and hmac.compare_digest(card.pin_hash, pin_hash(settings, card_no, pin))
     )
     if not right:
-        await _count_wrong_pin(redis, card_no, member_id)
         raise ValidationFailed("the card number or PIN is wrong", code="CARD_OR_PIN_WRONG")
+    await _uncount_attempt(scripts, card_no, member_id)
     assert card is not None
     async with in_transaction() as conn:
         locked = await GiftCard.filter(id=card.id).select_for_update().using_db(conn).get()

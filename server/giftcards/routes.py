@@ -26,7 +26,7 @@ from server.giftcards.schemas import (
     StatsOut,
 )
 from server.infra import auth
-from server.infra.http import body, respond, returns
+from server.infra.http import body, idempotency_key, respond, returns
 from server.orders.idempotency import run_once
 from server.orders.schemas import OrderOut, order_view
 from server.wechat.client import client_for
@@ -117,6 +117,7 @@ async def buy(request: Request, payload: BuyIn) -> HTTPResponse:
     """An order of kind `giftcard`; pay it with `/orders/{no}/pay` (WeChat Pay: a gift card
     cannot buy gift cards). The cards appear in `/me/gift-cards` once it is paid."""
     member_id = request.ctx.principal.subject
+    key = idempotency_key(request)  # money: a second tap must not buy twice
 
     async def work() -> tuple[int, dict]:
         order = await service.place_order(
@@ -126,7 +127,7 @@ async def buy(request: Request, payload: BuyIn) -> HTTPResponse:
 
     status, answer = await run_once(
         f"member:{member_id}:POST /gift-cards/orders",
-        request.headers.get("idempotency-key"),
+        key,
         payload.model_dump(mode="json"),
         work,
     )
@@ -158,7 +159,7 @@ async def bind(request: Request, payload: BindIn) -> HTTPResponse:
     ctx = request.app.ctx
     member_id = request.ctx.principal.subject
     card, reactivated = await printed.bind(
-        ctx.settings, ctx.redis, member_id, payload.card_no, payload.pin
+        ctx.settings, ctx.redis, ctx.scripts, member_id, payload.card_no, payload.pin
     )
     shown = await service.card_out(member_id, card.id)
     return respond({**shown, "reactivated": reactivated})

@@ -5,6 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from server.giftcards.service import BEARER_MIN_DAYS, BOUND_MAX_FEN
+from server.infra.models import MAX_ID
 
 
 class DesignIn(BaseModel):
@@ -32,7 +33,7 @@ class DesignList(BaseModel):
 
 
 class BuyIn(BaseModel):
-    design_id: int = Field(ge=1, le=2**53)
+    design_id: int = Field(ge=1, le=MAX_ID)
     face_value_fen: int = Field(ge=1, le=BOUND_MAX_FEN)
     quantity: int = Field(ge=1, le=20)
 
@@ -104,10 +105,10 @@ class GiverOut(BaseModel):
 class LandingOut(BaseModel):
     gift_no: str
     status: str
-    greeting: str | None
+    greeting: str | None = Field(description="null until moderation has passed it")
     giver: GiverOut
     design: DesignOut
-    amount_fen: int | None
+    amount_fen: int = Field(description="what was given")
     expires_at: datetime
 
 
@@ -121,7 +122,7 @@ class BindIn(BaseModel):
 
 
 class BatchIn(BaseModel):
-    design_id: int = Field(ge=1, le=2**53)
+    design_id: int = Field(ge=1, le=MAX_ID)
     face_value_fen: int = Field(ge=1)
     count: int = Field(ge=1, le=1000)
 

@@ -28,6 +28,7 @@ from server.giftcards.models import (
 from server.identity import service as identity
 from server.infra.clock import utcnow
 from server.infra.errors import Conflict, NotFound, ValidationFailed
+from server.infra.models import is_id
 from server.ledger import service as ledger
 from server.ledger.models import LedgerAccount
 from server.orders import lifecycle
@@ -82,7 +83,7 @@ async def designs(*, include_retired: bool) -> list[GiftCardDesign]:
 
 
 async def get_design(design_id: int, *, live: bool = False) -> GiftCardDesign:
-    design = await GiftCardDesign.get_or_none(id=design_id)
+    design = await GiftCardDesign.get_or_none(id=design_id) if is_id(design_id) else None
     if design is None or (live and design.retired_at is not None):
         raise NotFound(f"no gift card design {design_id}", code="DESIGN_NOT_FOUND")
     return design
@@ -179,7 +180,7 @@ async def my_cards(member_id: int) -> list[dict[str, Any]]:
 
 
 async def my_card(member_id: int, card_id: int) -> GiftCard:
-    card = await GiftCard.get_or_none(id=card_id, holder_id=member_id)
+    card = await GiftCard.get_or_none(id=card_id, holder_id=member_id) if is_id(card_id) else None
     if card is None:
         raise NotFound(f"you hold no gift card {card_id}", code="CARD_NOT_FOUND")
     return card

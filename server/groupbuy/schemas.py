@@ -4,11 +4,13 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, Field
 
-StoreId = Annotated[int, Field(gt=0, le=2**63 - 1)]
+from server.infra.models import MAX_ID
+
+StoreId = Annotated[int, Field(gt=0, le=MAX_ID)]
 
 
 class ActivityIn(BaseModel):
-    sku_id: int = Field(gt=0, le=2**63 - 1)
+    sku_id: int = Field(gt=0, le=MAX_ID)
     group_price_fen: int = Field(ge=1, le=100_000_000)
     group_size: int = Field(ge=2, le=10)
     units: int = Field(ge=2, le=10_000_000, description="paid seats over all groups, at most")

@@ -38,6 +38,7 @@ from tortoise.transactions import in_transaction
 from server.groupbuy.models import Group, GroupBuy, GroupSeat, GroupStatus, SeatState
 from server.infra.clock import utcnow
 from server.infra.errors import AppError, Conflict, NotFound, Unavailable, ValidationFailed
+from server.infra.models import is_id
 from server.infra.redis import Scripts
 from server.infra.warming import WarmOnce
 from server.orders import lifecycle
@@ -247,7 +248,7 @@ _warming = WarmOnce(lambda i: NotFound(f"no group-buy {i}", code="GROUP_BUY_NOT_
 
 async def warm_once(redis: Any, scripts: Scripts, activity_id: int) -> None:
     async def load() -> bool:
-        if not 0 < activity_id < 2**63:  # not an id the database could hold
+        if not is_id(activity_id):  # not an id the database could hold
             return False
         activity = await GroupBuy.get_or_none(id=activity_id)
         if activity is None:

@@ -17,6 +17,7 @@ from server.groupbuy.models import ActivityState, Group, GroupBuy, GroupSeat, Gr
 from server.identity import service as identity
 from server.infra.clock import iso_local, utcnow
 from server.infra.errors import Conflict, NotFound, ValidationFailed
+from server.infra.models import is_id
 from server.infra.redis import Scripts
 from server.share import service as share
 
@@ -86,7 +87,7 @@ async def create_activity(scripts: Scripts, *, operator_id: int | None, **data: 
 
 
 async def get_activity(activity_id: int) -> GroupBuy:
-    a = await GroupBuy.get_or_none(id=activity_id) if 0 < activity_id < 2**63 else None
+    a = await GroupBuy.get_or_none(id=activity_id) if is_id(activity_id) else None
     if a is None:
         raise NotFound(f"no group-buy {activity_id}", code="GROUP_BUY_NOT_FOUND")
     return a

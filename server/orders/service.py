@@ -38,6 +38,7 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 DEFAULT_PAY_TIMEOUT = timedelta(minutes=15)
+ORDER_NO_MAX = 32  # the column, and WeChat Pay's out_trade_no
 
 
 def new_order_no(now: datetime | None = None) -> str:
@@ -133,6 +134,8 @@ async def create_order(
 async def get_order(order_no: str, member_id: int | None = None, *, redis: Any = None) -> Order:
     """The order; with `redis`, one its scenario has promised but not written yet is written
     now (lifecycle.pending_orders), so a shopper can pay right after the answer."""
+    if not 0 < len(order_no) <= ORDER_NO_MAX:
+        raise NotFound(f"no order {order_no[:40]}", code="ORDER_NOT_FOUND")
     query = Order.filter(order_no=order_no)
     if member_id is not None:
         query = query.filter(member_id=member_id)

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from server.infra.models import MAX_ID
 from server.orders.schemas import TenderOut
 from server.payments.models import Refund
 
@@ -32,7 +33,7 @@ class RefundOut(BaseModel):
 
 class PayIn(BaseModel):
     appid: str | None = Field(default=None, max_length=32)
-    gift_card_ids: list[int] = Field(
+    gift_card_ids: list[Annotated[int, Field(gt=0, le=MAX_ID)]] = Field(
         default_factory=list,
         max_length=10,
         description="gift cards to pay with, in this order; each pays at most what is left",

@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 
 from server.identity import service as identity
 from server.infra.clock import utcnow
-from server.infra.errors import AppError, Conflict, NotFound
+from server.infra.errors import AppError, Conflict
 from server.orders import lifecycle
 from server.orders import service as orders
 from server.orders.models import Order, OrderStatus
@@ -48,6 +48,19 @@ def _default_appid(settings: Settings) -> str:
 # -- paying ---------------------------------------------------------------------------------------
 
 
+async def _payer(settings: Settings, order: Order, appid: str | None) -> tuple[str, str | None]:
+    """The app WeChat Pay is opened in (UNKNOWN_APPID if not ours) and the payer's openid
+    there (None: they never signed in with it)."""
+    appid = appid or _default_appid(settings)
+    if appid not in {a.appid for a in settings.apps}:
+        raise AppError(f"unknown appid {appid}", code="UNKNOWN_APPID", status=422)
+    return appid, await identity.member_openid(order.member_id, appid)  # type: ignore[attr-defined]
+
+
+def _no_identity() -> Conflict:
+    return Conflict("sign in with this mini-program before paying", code="NO_WECHAT_IDENTITY")
+
+
 def _require_payable(order: Order) -> None:
     if order.status != S.PENDING_PAYMENT:
         raise Conflict(
@@ -64,9 +77,15 @@ async def pay(
 ) -> dict[str, Any]:
     """`/orders/{no}/pay`: capture the balances the shopper asked for (tenders), in one
     transaction with the order locked; a fully covered order is paid there and then, else
-    WeChat Pay is opened for the rest. Returns {paid, wechat_fen, tenders, + requestPayment}."""
+    WeChat Pay is opened for the rest. Returns {paid, wechat_fen, tenders, + requestPayment}.
+    If WeChat itself fails after the capture (down), the balances stay captured on the
+    order (it shows them): paying again opens WeChat for the same rest, cancelling (or the
+    timeout) gives them back."""
     asked = {kind: value for kind, value in asked.items() if value}
     if asked:
+        # What can refuse the WeChat part is checked before any balance is taken, and inside
+        # the capture's transaction, so a refusal never leaves balances captured.
+        _, openid = await _payer(settings, order, appid)
         async with in_transaction() as conn:
             locked = await Order.filter(id=order.id).select_for_update().using_db(conn).get()
             _require_payable(locked)
@@ -78,6 +97,8 @@ async def pay(
                     code="WECHAT_PAY_OPENED",
                 )
             left = await tenders.capture(locked, asked, conn)
+            if left > 0 and openid is None:
+                raise _no_identity()
             if left == 0:
                 await orders.transition(
                     order.order_no,
@@ -105,12 +126,9 @@ async def prepay(settings: Settings, order: Order, appid: str | None = None) -> 
     total_fen = order.payable_fen - await tenders.captured_fen(order.id)
     if total_fen <= 0:
         raise Conflict("nothing to pay for this order", code="ORDER_NOT_PAYABLE")
-    appid = appid or _default_appid(settings)
-    if appid not in {a.appid for a in settings.apps}:
-        raise AppError(f"unknown appid {appid}", code="UNKNOWN_APPID", status=422)
-    openid = await identity.member_openid(order.member_id, appid)  # type: ignore[attr-defined]
+    appid, openid = await _payer(settings, order, appid)
     if openid is None:
-        raise Conflict("sign in with this mini-program before paying", code="NO_WECHAT_IDENTITY")
+        raise _no_identity()
     pay = get_wechatpay(settings)
     prepay_id = await pay.create_jsapi(
         out_trade_no=order.order_no,
@@ -461,9 +479,7 @@ async def request_refund(settings: Settings, order_no: str, *, actor: str, reaso
     """Refund a paid (or completed) order in full: every balance tender gets back what it
     paid in this transaction, WeChat's part goes to a WeChat refund (none: the order is
     refunded at once). Two requests at once: one refund; the other gets ORDER_STATE_CONFLICT."""
-    order = await Order.get_or_none(order_no=order_no)
-    if order is None:
-        raise NotFound(f"no order {order_no}", code="ORDER_NOT_FOUND")
+    order = await orders.get_order(order_no)
     async with in_transaction() as conn:
         order = await orders.transition(
             order_no,

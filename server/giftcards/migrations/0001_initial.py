@@ -76,6 +76,7 @@ class Migration(migrations.Migration):
                 ('card', fields.ForeignKeyField('giftcards.GiftCard', source_field='card_id', db_constraint=True, to_field='id', related_name='gifts', on_delete=OnDelete.RESTRICT)),
                 ('giver_id', fields.BigIntField(db_index=True)),
                 ('greeting', fields.CharField(max_length=200)),
+                ('amount_fen', fields.IntField()),
                 ('verdict', fields.CharField(default='', max_length=12)),
                 ('status', fields.CharEnumField(default=GiftStatus.CHECKING, description='CHECKING: checking\nPENDING: pending\nCLAIMED: claimed\nCANCELLED: cancelled\nRETURNED: returned\nREJECTED: rejected', enum_type=GiftStatus, max_length=12)),
                 ('claimer_id', fields.BigIntField(null=True)),
