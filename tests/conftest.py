@@ -240,6 +240,38 @@ async def api(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture(scope="session")
+async def worker_env(
+    settings: Settings, server: ServerProcess, redis: aioredis.Redis
+) -> AsyncIterator[Any]:
+    """What `haodian worker` gives outbox handlers, in the test process: a test delivers the
+    outbox itself (`drain`), so each step is deterministic."""
+    from server.infra.redis import Scripts
+    from server.outbox import service as outbox
+
+    e = outbox.Env(
+        settings.model_copy(update={"public_url": server.base_url}), redis, Scripts(redis)
+    )
+    yield e
+    await e.aclose()
+
+
+async def drain(env: Any, rounds: int = 60) -> None:
+    """Deliver the outbox until nothing is due (refunds come back as notifications)."""
+    from server.infra.clock import utcnow
+    from server.outbox import service as outbox
+    from server.outbox.models import OutboxEvent
+
+    for _ in range(rounds):
+        await outbox.deliver_due(env)
+        if not await OutboxEvent.filter(
+            delivered_at__isnull=True, available_at__lte=utcnow()
+        ).exists():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the outbox did not drain")
+
+
 def error_code(resp: httpx.Response) -> Any:
     return resp.json()["error"]["code"]
 

@@ -9,7 +9,6 @@ import asyncio
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +20,6 @@ from server.catalog.models import Category, Product, Sku, StoreSku
 from server.giftcards import printed
 from server.giftcards.models import CardStatus, Gift, GiftCard, GiftStatus
 from server.infra.clock import utcnow
-from server.infra.redis import Scripts
 from server.ledger import service as ledger
 from server.ledger.models import LedgerEntry
 from server.orders import service as orders_service
@@ -32,10 +30,9 @@ from server.payments import service as payments
 from server.payments.models import Refund, Tender
 from server.settings import Settings
 from server.stores.models import Store
-from tests.conftest import ServerProcess, error_code
+from tests.conftest import ServerProcess, drain, error_code
 from tests.test_coupons import operator_headers
 from tests.test_groupbuy import keyed, wait_for
-from tests.test_groupbuy_expiry import drain
 from tests.test_orders_payments import PAY, SANDBOX, shopper
 
 FACES = [1000, 3000, 5000, 10000]
@@ -81,18 +78,6 @@ async def store(database: Settings) -> dict[str, Any]:
     return {"store": st, "sku": sku}
 
 
-@pytest.fixture(scope="module")
-async def wenv(
-    settings: Settings, server: ServerProcess, redis: aioredis.Redis
-) -> AsyncIterator[outbox.Env]:
-    """The worker's environment in the test process (the test plays `haodian worker`)."""
-    e = outbox.Env(
-        settings.model_copy(update={"public_url": server.base_url}), redis, Scripts(redis)
-    )
-    yield e
-    await e.aclose()
-
-
 async def buy(
     api: httpx.AsyncClient, who: dict[str, Any], design: dict[str, Any], face: int, qty: int = 1
 ) -> str:
@@ -136,6 +121,10 @@ async def my_cards(api: httpx.AsyncClient, who: dict[str, Any]) -> list[dict[str
     r = await api.get("/api/v1/me/gift-cards", headers=who["headers"])
     assert r.status_code == 200, r.text
     return r.json()["items"]
+
+
+async def order_in(order_no: str, status: OrderStatus) -> bool:
+    return (await Order.get(order_no=order_no)).status == status
 
 
 async def balance_of(card_id: int) -> int:
@@ -376,10 +365,7 @@ async def test_wechat_paying_after_we_closed_the_order_is_refunded_and_the_card_
     # ...and the shopper's WeChat part still went through: it goes back, the card stays whole.
     await complete(api, order_no)
 
-    async def refunded() -> bool:
-        return (await Order.get(order_no=order_no)).status == OrderStatus.REFUNDED
-
-    await wait_for(refunded)
+    await wait_for(lambda: order_in(order_no, OrderStatus.REFUNDED))
     refund = await Refund.get(order__order_no=order_no)
     assert refund.amount_fen == 2000
     assert await balance_of(card["id"]) == 3000
@@ -416,10 +402,7 @@ async def test_split_payment_paid_then_refunded_to_each_tender_once(
     entry = await LedgerEntry.get(reason="spend_refund", reference=order_no)
     assert entry.balance_after == 3000 and entry.amount == 3000
 
-    async def refunded() -> bool:
-        return (await Order.get(order_no=order_no)).status == OrderStatus.REFUNDED
-
-    await wait_for(refunded)
+    await wait_for(lambda: order_in(order_no, OrderStatus.REFUNDED))
     refund = await Refund.get(order__order_no=order_no)
     assert refund.amount_fen == 2000
     assert (await Order.get(order_no=order_no)).refunded_fen == 5000
@@ -539,7 +522,7 @@ async def test_own_gift_pending_card_landing_page_and_share_attribution(
 
 
 async def test_risky_greeting_is_refused_and_moderation_down_sends_nothing(
-    api: httpx.AsyncClient, design: dict[str, Any], wenv: outbox.Env
+    api: httpx.AsyncClient, design: dict[str, Any], worker_env: outbox.Env
 ) -> None:
     giver, card = await card_in_hand(api, design, 1000)
     word = f"bad{uuid.uuid4().hex[:6]}"
@@ -578,7 +561,7 @@ async def test_risky_greeting_is_refused_and_moderation_down_sends_nothing(
         friend = await shopper(api)
         r = await claim(api, friend, gift_no)
         assert r.status_code == 409 and error_code(r) == "GIFT_NOT_READY"
-        await outbox.deliver_due(wenv)  # the worker asks again: still down, the gift waits
+        await outbox.deliver_due(worker_env)  # the worker asks again: still down, the gift waits
         assert (await Gift.get(gift_no=gift_no)).status == GiftStatus.CHECKING
         # Taken back while unchecked: its greeting is still never shown.
         r = await give(api, giver, second["id"], "not checked either")
@@ -589,7 +572,7 @@ async def test_risky_greeting_is_refused_and_moderation_down_sends_nothing(
     finally:
         await api.delete(f"{SANDBOX}/control/failures")
     await OutboxEvent.filter(key=f"gc:{gift_no}").update(available_at=utcnow())
-    await drain(wenv)
+    await drain(worker_env)
     assert (await Gift.get(gift_no=gift_no)).status == GiftStatus.PENDING
     mine = await api.get(f"/api/v1/me/gifts/{gift_no}", headers=giver["headers"])
     assert mine.json()["share"]["scene"]
@@ -597,7 +580,7 @@ async def test_risky_greeting_is_refused_and_moderation_down_sends_nothing(
 
 
 async def test_an_unclaimed_gift_comes_back_after_24_hours(
-    api: httpx.AsyncClient, design: dict[str, Any], wenv: outbox.Env
+    api: httpx.AsyncClient, design: dict[str, Any], worker_env: outbox.Env
 ) -> None:
     giver, card = await card_in_hand(api, design, 1000)
     gift_no = (await give(api, giver, card["id"])).json()["gift_no"]
@@ -613,7 +596,7 @@ async def test_an_unclaimed_gift_comes_back_after_24_hours(
     gift_no = (await give(api, giver, card["id"])).json()["gift_no"]
     await Gift.filter(gift_no=gift_no).update(expires_at=utcnow() - timedelta(seconds=1))
     await OutboxEvent.filter(key=f"gr:{gift_no}").update(available_at=utcnow())
-    await drain(wenv)
+    await drain(worker_env)
     assert (await Gift.get(gift_no=gift_no)).status == GiftStatus.RETURNED
     assert (await GiftCard.get(id=card["id"])).status == CardStatus.ACTIVE
 
@@ -771,7 +754,7 @@ async def test_printed_cards_bind_by_pin_and_brute_force_is_locked_out(
 
 
 async def test_a_holder_hears_seven_days_before_a_dated_card_expires(
-    api: httpx.AsyncClient, op: dict[str, str], design: dict[str, Any], wenv: outbox.Env
+    api: httpx.AsyncClient, op: dict[str, str], design: dict[str, Any], worker_env: outbox.Env
 ) -> None:
     rows = await batch(api, op, design, 1)
     holder = await shopper(api)
@@ -785,7 +768,7 @@ async def test_a_holder_hears_seven_days_before_a_dated_card_expires(
     )
     assert await printed.remind_expiring() >= 1
     assert await printed.remind_expiring() == 0  # once
-    await drain(wenv)
+    await drain(worker_env)
     msgs = (await api.get(f"{SANDBOX}/users/{holder['openid']}/messages")).json()["items"]
     assert any(m["data"]["thing1"].endswith(rows[0]["card_no"][-4:]) for m in msgs), msgs
 

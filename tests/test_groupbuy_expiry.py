@@ -9,26 +9,23 @@ decide when each effect happens. Orders are written on demand when the shopper p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from server.coupons.models import Coupon
 from server.groupbuy import outcomes, seats
 from server.groupbuy.models import Group, GroupSeat, GroupStatus, SeatState
 from server.infra.clock import utcnow
-from server.infra.redis import Scripts
 from server.orders import service as orders
 from server.orders.models import Order, OrderStatus
 from server.outbox import service as outbox
 from server.outbox.models import OutboxEvent
 from server.payments.models import Refund
 from server.settings import Settings
-from tests.conftest import ServerProcess, error_code
+from tests.conftest import drain, error_code
 from tests.test_groupbuy import create_activity, group_view, join, open_group
 from tests.test_orders_payments import PAY, SANDBOX, shopper
 
@@ -40,30 +37,6 @@ async def op(database: Settings) -> dict[str, str]:
     from tests.test_coupons import operator_headers
 
     return await operator_headers(database)
-
-
-@pytest.fixture(scope="module")
-async def env_(
-    settings: Settings, server: ServerProcess, redis: aioredis.Redis
-) -> AsyncIterator[outbox.Env]:
-    """The worker's environment, in the test process."""
-    e = outbox.Env(
-        settings.model_copy(update={"public_url": server.base_url}), redis, Scripts(redis)
-    )
-    yield e
-    await e.aclose()
-
-
-async def drain(env: outbox.Env, rounds: int = 60) -> None:
-    """Deliver the outbox until nothing is due (refunds come back as notifications)."""
-    for _ in range(rounds):
-        await outbox.deliver_due(env)
-        if not await OutboxEvent.filter(
-            delivered_at__isnull=True, available_at__lte=utcnow()
-        ).exists():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the outbox did not drain")
 
 
 async def prepay(api: httpx.AsyncClient, who: dict[str, Any], order_no: str) -> None:
@@ -132,28 +105,28 @@ async def wait_refunded(order_nos: list[str], env: outbox.Env) -> None:
 
 
 async def test_deadline_fails_the_group_and_refunds_each_payment_once(
-    api: httpx.AsyncClient, op: dict[str, str], env_: outbox.Env
+    api: httpx.AsyncClient, op: dict[str, str], worker_env: outbox.Env
 ) -> None:
     activity = await create_activity(api, op, units=30)
-    group_no, people, order_nos = await two_paid_and_one_unpaid(api, env_, activity)
-    group = await pass_deadline(env_, group_no)
+    group_no, people, order_nos = await two_paid_and_one_unpaid(api, worker_env, activity)
+    group = await pass_deadline(worker_env, group_no)
     # Too late to join once the deadline passed, even before any job ran.
     late = await join(api, await shopper(api), group_no)
     assert late.status_code == 409 and error_code(late) == "GROUP_CLOSED"
 
     # The deadline job twice, at once, and the third payment landing at the same moment.
     a, b, paid = await asyncio.gather(
-        outcomes.settle_at_deadline(env_.scripts, group.id),
-        outcomes.settle_at_deadline(env_.scripts, group.id),
+        outcomes.settle_at_deadline(worker_env.scripts, group.id),
+        outcomes.settle_at_deadline(worker_env.scripts, group.id),
         complete(api, order_nos[2]),
     )
     assert sorted([a, b]) == ["failed", "settled"]
     assert paid.json()["notify_status"] == 204  # the money moved: it must come back
-    await wait_refunded(order_nos, env_)
+    await wait_refunded(order_nos, worker_env)
     # And once more, for good measure: nothing moves twice.
-    assert await outcomes.settle_at_deadline(env_.scripts, group.id) == "settled"
-    await outcomes.settle_due(env_.scripts)  # the sweep finds nothing of this group to do
-    await drain(env_)
+    assert await outcomes.settle_at_deadline(worker_env.scripts, group.id) == "settled"
+    await outcomes.settle_due(worker_env.scripts)  # the sweep finds nothing of this group to do
+    await drain(worker_env)
     assert [await refunds_of(n) for n in order_nos] == [1, 1, 1]
     group = await Group.get(id=group.id)
     assert group.status == GroupStatus.FAILED and group.paid_count == 2
@@ -176,19 +149,19 @@ async def test_deadline_fails_the_group_and_refunds_each_payment_once(
 
 
 async def test_virtual_fill_saves_the_same_group(
-    api: httpx.AsyncClient, op: dict[str, str], env_: outbox.Env
+    api: httpx.AsyncClient, op: dict[str, str], worker_env: outbox.Env
 ) -> None:
     activity = await create_activity(api, op, units=30, virtual_fill_min=2)
     # The friend never accepted the result message: WeChat answers 43101 for them.
-    group_no, people, order_nos = await two_paid_and_one_unpaid(api, env_, activity, 1)
-    group = await pass_deadline(env_, group_no)
+    group_no, people, order_nos = await two_paid_and_one_unpaid(api, worker_env, activity, 1)
+    group = await pass_deadline(worker_env, group_no)
     results = await asyncio.gather(
-        outcomes.settle_at_deadline(env_.scripts, group.id),
-        outcomes.settle_at_deadline(env_.scripts, group.id),
+        outcomes.settle_at_deadline(worker_env.scripts, group.id),
+        outcomes.settle_at_deadline(worker_env.scripts, group.id),
         complete(api, order_nos[2]),
     )
     assert sorted(results[:2]) == ["settled", "succeeded"]
-    await wait_refunded(order_nos[2:], env_)
+    await wait_refunded(order_nos[2:], worker_env)
     group = await Group.get(id=group.id)
     assert group.status == GroupStatus.SUCCEEDED and group.virtual_seats == 1
     seats_ = await GroupSeat.filter(group_id=group.id).order_by("id")
@@ -207,33 +180,33 @@ async def test_virtual_fill_saves_the_same_group(
 
 
 async def test_a_payment_after_the_seat_was_freed_is_reseated_or_refunded(
-    api: httpx.AsyncClient, op: dict[str, str], env_: outbox.Env
+    api: httpx.AsyncClient, op: dict[str, str], worker_env: outbox.Env
 ) -> None:
     activity = await create_activity(api, op, units=30, group_size=3)
-    group_no, _people, order_nos = await two_paid_and_one_unpaid(api, env_, activity)
+    group_no, _people, order_nos = await two_paid_and_one_unpaid(api, worker_env, activity)
     third = order_nos[2]
     # Its order was closed here (WeChat could not be reached to close it there)...
     await orders.transition(third, OrderStatus.CANCELLED, actor="system", reason="test")
-    await drain(env_)  # the seat is free in Redis too
+    await drain(worker_env)  # the seat is free in Redis too
     assert (await group_view(api, group_no))["seats_left"] == 1
     # ...and the payment went through anyway: a seat is free, so it is taken back.
     assert (await complete(api, third)).json()["notify_status"] == 204
     assert (await Order.get(order_no=third)).status == OrderStatus.PAID
-    await drain(env_)
+    await drain(worker_env)
     assert (await group_view(api, group_no))["status"] == "succeeded"
     assert await refunds_of(third) == 0
 
     # Again in a second group, but someone else takes the freed seat first: refunded.
-    group_no, _people, order_nos = await two_paid_and_one_unpaid(api, env_, activity)
+    group_no, _people, order_nos = await two_paid_and_one_unpaid(api, worker_env, activity)
     third = order_nos[2]
     await orders.transition(third, OrderStatus.CANCELLED, actor="system", reason="test")
-    await drain(env_)
+    await drain(worker_env)
     taker = await shopper(api)
     r = await join(api, taker, group_no)
     assert r.status_code == 201, r.text
     await prepay(api, taker, r.json()["order_no"])  # (its order is written now)
     assert (await complete(api, third)).json()["notify_status"] == 204
-    await wait_refunded([third], env_)
+    await wait_refunded([third], worker_env)
     assert await refunds_of(third) == 1
     group = await Group.get(group_no=group_no)
     assert group.paid_count == 2 and group.status == GroupStatus.OPEN
@@ -242,26 +215,26 @@ async def test_a_payment_after_the_seat_was_freed_is_reseated_or_refunded(
 
 
 async def test_a_free_that_had_not_reached_redis_is_stopped_by_the_late_payment(
-    api: httpx.AsyncClient, op: dict[str, str], env_: outbox.Env
+    api: httpx.AsyncClient, op: dict[str, str], worker_env: outbox.Env
 ) -> None:
     activity = await create_activity(api, op, units=30)
-    group_no, _people, order_nos = await two_paid_and_one_unpaid(api, env_, activity)
+    group_no, _people, order_nos = await two_paid_and_one_unpaid(api, worker_env, activity)
     third = order_nos[2]
     await orders.transition(third, OrderStatus.CANCELLED, actor="system", reason="test")
     # The payment lands before the worker freed the seat in Redis.
     assert (await complete(api, third)).json()["notify_status"] == 204
-    await drain(env_)  # the stale free is delivered now, and must not free the seat
+    await drain(worker_env)  # the stale free is delivered now, and must not free the seat
     group = await Group.get(group_no=group_no)
     assert group.status == GroupStatus.SUCCEEDED and group.paid_count == 3
     g, _ = seats.group_keys(group.activity_id, group_no)  # type: ignore[attr-defined]
-    assert await env_.redis.hget(g, "taken") == "3"
+    assert await worker_env.redis.hget(g, "taken") == "3"
 
 
 async def test_redis_losing_the_activity_is_warmed_from_the_database(
-    api: httpx.AsyncClient, op: dict[str, str], env_: outbox.Env
+    api: httpx.AsyncClient, op: dict[str, str], worker_env: outbox.Env
 ) -> None:
     activity = await create_activity(api, op, units=9, group_size=3, per_member_limit=1)
-    group_no, _people, _orders = await two_paid_and_one_unpaid(api, env_, activity)
+    group_no, _people, _orders = await two_paid_and_one_unpaid(api, worker_env, activity)
     # Two more groups reserve the rest of the units; one leader went on to pay (so its order
     # and group are written), the other's seat exists only in Redis.
     for pays in (True, False):
@@ -271,9 +244,9 @@ async def test_redis_losing_the_activity_is_warmed_from_the_database(
         if pays:
             await prepay(api, who, r.json()["order_no"])
     assert (await api.get(f"/api/v1/group-buys/{activity['id']}")).json()["units_left"] == 0
-    keys = [k async for k in env_.redis.scan_iter(match=f"gb:{{{activity['id']}}}:*")]
+    keys = [k async for k in worker_env.redis.scan_iter(match=f"gb:{{{activity['id']}}}:*")]
     assert keys
-    await env_.redis.delete(*keys)  # Redis lost the activity (a restart without persistence)
+    await worker_env.redis.delete(*keys)  # Redis lost the activity (a restart without persistence)
     # The next request warms it from PostgreSQL: the group's seats are still taken, units
     # left are what the groups written to the database do not hold.
     r = await join(api, await shopper(api), group_no)
