@@ -35,6 +35,7 @@ DOMAIN_ROUTES: list[str] = [
     "share",
     "groupbuy",
     "giftcards",
+    "membership",
 ]
 
 _SANIC_CODES = {

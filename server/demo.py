@@ -23,6 +23,7 @@ SEEDERS: list[str] = [
     "coupons",
     "groupbuy",
     "giftcards",
+    "membership",
 ]
 
 Progress = Callable[[str, int], Any]

@@ -11,6 +11,8 @@ from server.orders.models import Order, OrderKind
 from server.payments import tenders
 from server.payments.models import Tender
 
+NOT_FOR = (OrderKind.GIFTCARD, OrderKind.TOPUP)  # balances do not buy balances
+
 
 async def _capture(
     order: Order, asked: dict[str, Any], left: int, conn: Any
@@ -18,8 +20,10 @@ async def _capture(
     """Each card, in the order the shopper listed them, pays min(its balance, what is left),
     read under the card's lock. With `expect_fen` (what the checkout showed), cards that now
     cover another amount capture nothing: 409 CARD_BALANCE_CHANGED."""
-    if order.kind == OrderKind.GIFTCARD:
-        raise Conflict("a gift card cannot pay for gift cards", code="GIFT_CARD_NOT_ACCEPTED")
+    if order.kind in NOT_FOR:
+        raise Conflict(
+            "a gift card cannot buy gift cards or stored value", code="GIFT_CARD_NOT_ACCEPTED"
+        )
     ids = [int(r) for r in asked["refs"]]
     cards = await service.lock_cards(int(order.member_id), ids, conn)  # type: ignore[attr-defined]
     balances = await service._balances(cards, conn)

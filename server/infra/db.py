@@ -32,6 +32,7 @@ DOMAIN_APPS: list[str] = [
     "groupbuy",
     "ledger",
     "giftcards",
+    "membership",
 ]
 
 

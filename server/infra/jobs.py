@@ -29,6 +29,7 @@ JOB_MODULES: list[str] = [
     "server.outbox.jobs",
     "server.groupbuy.jobs",
     "server.giftcards.jobs",
+    "server.membership.jobs",
 ]
 QUEUE = "haodian:jobs"
 

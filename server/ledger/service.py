@@ -73,6 +73,27 @@ async def open_account(
         return await LedgerAccount.get(owner_key=owner_key).using_db(connection)
 
 
+async def member_account(kind: str, member_id: int, *, connection: Any) -> LedgerAccount:
+    """The member's one account of `kind` (points, stored value...), opened on first use."""
+    return await open_account(
+        kind, member_id=member_id, owner_key=f"{kind}:{member_id}", connection=connection
+    )
+
+
+async def find_member_account(kind: str, member_id: int) -> LedgerAccount | None:
+    return await LedgerAccount.get_or_none(owner_key=f"{kind}:{member_id}")
+
+
+async def member_balance(kind: str, member_id: int) -> int:
+    account = await find_member_account(kind, member_id)
+    return int(account.balance) if account else 0
+
+
+async def lock(account_id: int, connection: Any) -> LedgerAccount:
+    """The account row, locked until the caller's transaction ends (read, then post)."""
+    return await LedgerAccount.filter(id=account_id).select_for_update().using_db(connection).get()
+
+
 async def post(
     account_id: int, amount: int, reason: str, reference: str, *, connection: Any
 ) -> Posting:
@@ -128,9 +149,7 @@ async def transfer(
     """The whole account changes hands (a gift card claimed): an `<reason>_out` entry for the
     old holder and an `<reason>_in` for the new one, so each holder's history is whole.
     Returns the balance moved (0: nothing to move, only the holder changes)."""
-    account = (
-        await LedgerAccount.filter(id=account_id).select_for_update().using_db(connection).get()
-    )
+    account = await lock(account_id, connection)
     balance = int(account.balance)
     if balance > 0:
         await post(account_id, -balance, f"{reason}_out", reference, connection=connection)
@@ -249,7 +268,28 @@ async def accounts_of(ids: Iterable[int], connection: Any = None) -> dict[int, L
     return {int(a.id): a for a in rows}
 
 
+async def move_member_accounts(from_id: int, into_id: int, connection: Any) -> int:
+    """A merge: the absorbed member's one-per-member accounts pour their balance into the
+    surviving member's account of the same kind (a `merge_out` / `merge_in` pair, so not a
+    fen or a point is lost or made); every other account (a gift card) changes holder."""
+    moved = 0
+    own = await LedgerAccount.filter(member_id=from_id).using_db(connection).order_by("id")
+    for account in own:
+        if account.owner_key != f"{account.kind}:{from_id}":
+            moved += await LedgerAccount.filter(id=account.id).using_db(connection).update(
+                member_id=into_id
+            )
+            continue
+        target = await member_account(account.kind, into_id, connection=connection)
+        ref = f"merge:{from_id}"
+        amount = int(account.balance)
+        if amount > 0:
+            await post(account.id, -amount, "merge_out", ref, connection=connection)
+            await post(target.id, amount, "merge_in", ref, connection=connection)
+        moved += 1
+    return moved
+
+
 # Merges: the accounts a member holds, and the history of what they held, move with them.
-# (Per-member accounts, `owner_key`, will need a mover that adds the balances up.)
-identity.register_member_owned(LedgerAccount, "member_id")
+identity.register_member_owned(LedgerAccount, "member_id", mover=move_member_accounts)
 identity.register_member_owned(LedgerEntry, "member_id")

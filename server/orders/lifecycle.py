@@ -61,6 +61,7 @@ HOOK_MODULES: list[str] = [
     "server.groupbuy.outcomes",
     "server.payments.tenders",
     "server.giftcards.service",
+    "server.membership.service",
 ]
 
 

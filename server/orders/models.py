@@ -15,6 +15,7 @@ class OrderKind(StrEnum):
     GROUPBUY = "groupbuy"
     TAKEOUT = "takeout"
     GIFTCARD = "giftcard"
+    TOPUP = "topup"  # stored value bought with WeChat Pay
 
 
 class OrderStatus(StrEnum):

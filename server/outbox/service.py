@@ -66,6 +66,7 @@ HANDLER_MODULES: list[str] = [
     "server.groupbuy.outcomes",
     "server.giftcards.gifts",
     "server.giftcards.printed",
+    "server.membership.service",
 ]
 
 

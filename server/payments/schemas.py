@@ -45,6 +45,10 @@ class PayIn(BaseModel):
         "amount (spent elsewhere meanwhile), nothing is captured and 409 CARD_BALANCE_CHANGED",
     )
 
+    stored_value_fen: int | None = Field(
+        default=None, ge=1, le=100_000_000, description="pay this much (at most) from stored value"
+    )
+
     def asked(self) -> dict[str, Any]:
         """The balances asked for, by tender kind."""
         cards = (
@@ -52,7 +56,8 @@ class PayIn(BaseModel):
             if self.gift_card_ids
             else None
         )
-        return {"gift_card": cards}
+        stored = {"fen": self.stored_value_fen} if self.stored_value_fen else None
+        return {"gift_card": cards, "stored_value": stored}
 
     @field_validator("gift_card_ids")
     @classmethod

@@ -52,7 +52,7 @@ class TenderSource:
 _SOURCES: dict[str, TenderSource] = {}
 
 # Modules that register tender sources; imported before the first payment.
-SOURCE_MODULES: list[str] = ["server.giftcards.tenders"]
+SOURCE_MODULES: list[str] = ["server.giftcards.tenders", "server.membership.tenders"]
 
 
 def register(source: TenderSource) -> None:

@@ -1,0 +1,99 @@
+from tortoise import migrations
+from tortoise.migrations import operations as ops
+from orjson import loads
+from tortoise.fields.data import JSON_DUMPS
+from tortoise import fields
+from tortoise.indexes import Index
+
+class Migration(migrations.Migration):
+    initial = True
+
+    operations = [
+        ops.CreateModel(
+            name='BenefitGrant',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('member_id', fields.BigIntField()),
+                ('tier_code', fields.CharField(max_length=16)),
+                ('year', fields.IntField()),
+            ],
+            options={'table': 'membership_benefit_grant', 'app': 'membership', 'unique_together': (('member_id', 'tier_code', 'year'),), 'pk_attr': 'id', 'table_description': "A tier's benefit coupons went to a member for a year: once per (member, tier, year)."},
+            bases=['TimestampedModel'],
+        ),
+        ops.CreateModel(
+            name='GrowthEvent',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('member_id', fields.BigIntField()),
+                ('fen', fields.BigIntField()),
+                ('kind', fields.CharField(max_length=16)),
+                ('ref', fields.CharField(max_length=64)),
+                ('at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'membership_growth', 'app': 'membership', 'unique_together': (('kind', 'ref'),), 'indexes': [Index(fields=['member_id', 'at'])], 'pk_attr': 'id', 'table_description': 'Fen a member paid (+) or got back (-), once per fact: growth is the sum of the last 12'},
+            bases=['TimestampedModel'],
+        ),
+        ops.CreateModel(
+            name='PointsLot',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('member_id', fields.BigIntField()),
+                ('ref', fields.CharField(unique=True, max_length=64)),
+                ('earned', fields.BigIntField()),
+                ('remaining', fields.BigIntField()),
+                ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'membership_points_lot', 'app': 'membership', 'indexes': [Index(fields=['member_id', 'expires_at'])], 'pk_attr': 'id', 'table_description': 'Points earned by one order: spent first in, first out, and what is left of a lot'},
+            bases=['TimestampedModel'],
+        ),
+        ops.CreateModel(
+            name='StoredValuePlan',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('pay_fen', fields.IntField()),
+                ('credit_fen', fields.IntField()),
+                ('active', fields.BooleanField(default=True)),
+                ('created_by', fields.BigIntField(null=True)),
+            ],
+            options={'table': 'stored_value_plan', 'app': 'membership', 'pk_attr': 'id', 'table_description': 'A top-up offer: pay `pay_fen`, get `credit_fen` (the difference is the bonus).'},
+            bases=['TimestampedModel'],
+        ),
+        ops.CreateModel(
+            name='Tier',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('code', fields.CharField(unique=True, max_length=16)),
+                ('name', fields.CharField(max_length=32)),
+                ('min_growth', fields.BigIntField()),
+                ('points_pct', fields.IntField(default=100)),
+                ('benefit_template_ids', fields.JSONField(default=list, encoder=JSON_DUMPS, decoder=loads)),
+            ],
+            options={'table': 'membership_tier', 'app': 'membership', 'pk_attr': 'id', 'table_description': 'A level reached by growth: `points_pct` is the points multiplier in percent (150 = 1.5x);'},
+            bases=['TimestampedModel'],
+        ),
+        ops.CreateModel(
+            name='TierChange',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('member_id', fields.BigIntField(db_index=True)),
+                ('from_tier', fields.CharField(max_length=16)),
+                ('to_tier', fields.CharField(max_length=16)),
+                ('reason', fields.CharField(max_length=32)),
+                ('ref', fields.CharField(max_length=64)),
+            ],
+            options={'table': 'membership_tier_change', 'app': 'membership', 'unique_together': (('member_id', 'reason', 'ref'),), 'pk_attr': 'id', 'table_description': "Every change of a member's tier: upgrades at once, downgrades at the monthly review"},
+            bases=['TimestampedModel'],
+        ),
+    ]

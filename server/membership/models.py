@@ -1,0 +1,95 @@
+"""Membership: tiers operators configure, growth (what a member paid in the last 12 months),
+the tier history, points lots (for first-in-first-out spending and expiry), stored-value plans.
+
+Points and stored value are balances of the one ledger (server/ledger): kinds `points`,
+`points_debt`, `sv_principal` and `sv_bonus`, one account each per member."""
+
+from __future__ import annotations
+
+from tortoise import fields
+
+from server.infra.models import TimestampedModel
+
+
+class Tier(TimestampedModel):
+    """A level reached by growth: `points_pct` is the points multiplier in percent (150 = 1.5x);
+    `benefit_template_ids` are coupon templates issued once per tier and year on reaching it."""
+
+    code = fields.CharField(max_length=16, unique=True)
+    name = fields.CharField(max_length=32)
+    min_growth = fields.BigIntField()
+    points_pct = fields.IntField(default=100)
+    benefit_template_ids = fields.JSONField(default=list)
+
+    class Meta:
+        table = "membership_tier"
+
+
+class GrowthEvent(TimestampedModel):
+    """Fen a member paid (+) or got back (-), once per fact: growth is the sum of the last 12
+    months' events (no counter to drift, no stale read to overwrite)."""
+
+    member_id = fields.BigIntField()
+    fen = fields.BigIntField()
+    kind = fields.CharField(max_length=16)  # paid | refunded | pos
+    ref = fields.CharField(max_length=64)
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "membership_growth"
+        unique_together = (("kind", "ref"),)
+        indexes = (("member_id", "at"),)
+
+
+class TierChange(TimestampedModel):
+    """Every change of a member's tier: upgrades at once, downgrades at the monthly review
+    (`period` = "2026-12" makes a review of one member in one month happen once)."""
+
+    member_id = fields.BigIntField(db_index=True)
+    from_tier = fields.CharField(max_length=16)
+    to_tier = fields.CharField(max_length=16)
+    reason = fields.CharField(max_length=32)
+    ref = fields.CharField(max_length=64)
+
+    class Meta:
+        table = "membership_tier_change"
+        unique_together = (("member_id", "reason", "ref"),)
+
+
+class BenefitGrant(TimestampedModel):
+    """A tier's benefit coupons went to a member for a year: once per (member, tier, year)."""
+
+    member_id = fields.BigIntField()
+    tier_code = fields.CharField(max_length=16)
+    year = fields.IntField()
+
+    class Meta:
+        table = "membership_benefit_grant"
+        unique_together = (("member_id", "tier_code", "year"),)
+
+
+class PointsLot(TimestampedModel):
+    """Points earned by one order: spent first in, first out, and what is left of a lot
+    expires at the end of the year after it was earned."""
+
+    member_id = fields.BigIntField()
+    ref = fields.CharField(max_length=64, unique=True)
+    earned = fields.BigIntField()
+    remaining = fields.BigIntField()
+    expires_at = fields.DatetimeField()
+
+    class Meta:
+        table = "membership_points_lot"
+        indexes = (("member_id", "expires_at"),)
+
+
+class StoredValuePlan(TimestampedModel):
+    """A top-up offer: pay `pay_fen`, get `credit_fen` (the difference is the bonus)."""
+
+    pay_fen = fields.IntField()
+    credit_fen = fields.IntField()
+    active = fields.BooleanField(default=True)
+    created_by = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "stored_value_plan"

@@ -1,0 +1,121 @@
+"""Membership: operators' tiers and top-up plans; a member's tier, points and stored value."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, HTTPResponse, Request
+from sanic_ext import openapi
+
+from server.infra import auth
+from server.infra.http import body, idempotency_key, query, respond, returns
+from server.membership import service
+from server.membership.models import StoredValuePlan
+from server.membership.schemas import (
+    MembershipOut,
+    PlanIn,
+    PlanList,
+    PlanOut,
+    PointsPage,
+    PointsQuery,
+    TierList,
+    TiersIn,
+    TopUpIn,
+)
+from server.orders.idempotency import run_once
+from server.orders.schemas import OrderOut, order_view
+
+bp = Blueprint("membership", url_prefix="/api/v1")
+
+
+def _plan(p: StoredValuePlan) -> dict:
+    return {
+        "id": p.id,
+        "pay_fen": p.pay_fen,
+        "credit_fen": p.credit_fen,
+        "bonus_fen": p.credit_fen - p.pay_fen,
+    }
+
+
+@bp.get("/admin/membership/tiers")
+@auth.authenticated("operator")
+@returns(TierList)
+async def get_tiers(request: Request) -> HTTPResponse:
+    return respond({"items": [service.tier_view(t) for t in await service.tiers()]})
+
+
+@bp.put("/admin/membership/tiers")
+@auth.authenticated("operator", roles=["admin", "marketing"])
+@body(TiersIn)
+@returns(TierList)
+async def put_tiers(request: Request, payload: TiersIn) -> HTTPResponse:
+    """Replace the tier ladder (one tier at growth 0)."""
+    items = await service.replace_tiers([i.model_dump() for i in payload.items])
+    return respond({"items": [service.tier_view(t) for t in items]})
+
+
+@bp.get("/me/membership")
+@auth.authenticated("member")
+@returns(MembershipOut)
+async def my_membership(request: Request) -> HTTPResponse:
+    return respond(await service.my_membership(request.ctx.principal.subject))
+
+
+@bp.get("/me/points")
+@auth.authenticated("member")
+@query(PointsQuery)
+@returns(PointsPage)
+async def my_points(request: Request, params: PointsQuery) -> HTTPResponse:
+    """The points ledger, newest first."""
+    rows = await service.points_history(
+        request.ctx.principal.subject, params.limit, params.before_id
+    )
+    items = [
+        {
+            "id": e.id,
+            "points": e.amount,
+            "balance_after": e.balance_after,
+            "reason": e.reason,
+            "reference": e.reference,
+            "at": e.created_at,
+        }
+        for e in rows
+    ]
+    more = len(rows) == params.limit
+    return respond({"items": items, "next_before_id": rows[-1].id if rows and more else None})
+
+
+@bp.post("/admin/stored-value/plans")
+@auth.authenticated("operator", roles=["admin", "marketing"])
+@body(PlanIn)
+@returns(PlanOut, status=201)
+async def create_plan(request: Request, payload: PlanIn) -> HTTPResponse:
+    plan = await service.create_plan(
+        request.ctx.principal.subject, payload.pay_fen, payload.credit_fen
+    )
+    return respond(_plan(plan), status=201)
+
+
+@bp.get("/stored-value/plans")
+@returns(PlanList)
+async def list_plans(request: Request) -> HTTPResponse:
+    return respond({"items": [_plan(p) for p in await service.plans()]})
+
+
+@bp.post("/stored-value/top-ups")
+@auth.authenticated("member")
+@openapi.parameter("Idempotency-Key", str, location="header", required=True)
+@body(TopUpIn)
+@returns(OrderOut, status=201)
+async def top_up(request: Request, payload: TopUpIn) -> HTTPResponse:
+    """An order of kind `topup`, paid with WeChat Pay (`/orders/{no}/pay`); the payment
+    credits principal and bonus."""
+    member_id = request.ctx.principal.subject
+    key = idempotency_key(request)
+
+    async def work() -> tuple[int, dict]:
+        order = await service.top_up(member_id, payload.plan_id)
+        return 201, (await order_view(order)).model_dump(mode="json")
+
+    status, answer = await run_once(
+        f"member:{member_id}:POST /stored-value/top-ups", key, payload.model_dump(mode="json"), work
+    )
+    return respond(answer, status=status)

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+from server.infra.models import MAX_ID
+
+
+class TierIn(BaseModel):
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]{0,15}$")
+    name: str = Field(min_length=1, max_length=32)
+    min_growth: int = Field(ge=0, le=10**12, description="fen paid in the last 12 months")
+    points_multiplier: float = Field(ge=0, le=10)
+    benefit_template_ids: list[int] = Field(default_factory=list, max_length=10)
+
+
+class TiersIn(BaseModel):
+    items: list[TierIn] = Field(min_length=1, max_length=12)
+
+
+class TierOut(BaseModel):
+    code: str
+    name: str
+    min_growth: int
+    points_multiplier: float
+    benefit_template_ids: list[int]
+
+
+class TierList(BaseModel):
+    items: list[TierOut]
+
+
+class MembershipOut(BaseModel):
+    tier: str
+    growth: int = Field(description="fen paid for what you bought in the last 12 months")
+    next_tier: str | None
+    growth_to_next: int | None
+    points: int
+    points_debt: int = Field(description="points owed after a refund; later earnings pay it first")
+    stored_value_fen: int
+    birthday: date | None
+
+
+class PointsEntryOut(BaseModel):
+    id: int
+    points: int
+    balance_after: int
+    reason: str = Field(description="earn | clawback | expire | spend | spend_return | ...")
+    reference: str
+    at: datetime
+
+
+class PointsPage(BaseModel):
+    items: list[PointsEntryOut]
+    next_before_id: int | None = Field(description="pass as before_id for the next page")
+
+
+class PointsQuery(BaseModel):
+    limit: int = Field(default=20, ge=1, le=100)
+    before_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+
+
+class PlanIn(BaseModel):
+    pay_fen: int = Field(ge=100, le=500_000)
+    credit_fen: int = Field(ge=100, le=1_000_000)
+
+
+class PlanOut(BaseModel):
+    id: int
+    pay_fen: int
+    credit_fen: int
+    bonus_fen: int
+
+
+class PlanList(BaseModel):
+    items: list[PlanOut]
+
+
+class TopUpIn(BaseModel):
+    plan_id: int = Field(ge=1, le=MAX_ID)

@@ -1,0 +1,283 @@
+"""Membership against the running server and real PostgreSQL/Redis: tiers by growth, points
+earned once and clawed back (debt included), stored value topped up and spent beside WeChat
+Pay, refunds per tender, merges that keep every fen and point. The test process plays the
+worker (it delivers the outbox) so each step is deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from server.identity.models import Member
+from server.infra.clock import SHANGHAI, utcnow
+from server.ledger import service as ledger
+from server.membership import service as membership
+from server.membership.models import GrowthEvent, PointsLot
+from server.orders.models import OrderStatus
+from server.outbox import service as outbox
+from server.settings import Settings
+from tests.conftest import drain, error_code
+from tests.test_coupons import operator_headers
+from tests.test_giftcards import assert_books_balance, complete, order_in, pay_wechat, pickup
+from tests.test_giftcards import store as store
+from tests.test_groupbuy import keyed, wait_for
+from tests.test_orders_payments import PAY, shopper
+
+TIERS = [
+    {"code": "regular", "name": "会员", "min_growth": 0, "points_multiplier": 1},
+    {"code": "silver", "name": "银卡", "min_growth": 20_000, "points_multiplier": 1.5},
+    {"code": "gold", "name": "金卡", "min_growth": 1_000_000, "points_multiplier": 2},
+]
+
+
+@pytest.fixture(scope="module")
+async def op(database: Settings) -> dict[str, str]:
+    return await operator_headers(database)
+
+
+@pytest.fixture(scope="module")
+async def ladder(api: httpx.AsyncClient, op: dict[str, str]) -> list[dict[str, Any]]:
+    r = await api.put("/api/v1/admin/membership/tiers", headers=op, json={"items": TIERS})
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+@pytest.fixture(scope="module")
+async def plan(api: httpx.AsyncClient, op: dict[str, str]) -> dict[str, Any]:
+    r = await api.post(
+        "/api/v1/admin/stored-value/plans", headers=op, json={"pay_fen": 10000, "credit_fen": 11000}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["bonus_fen"] == 1000
+    return r.json()
+
+
+async def me(api: httpx.AsyncClient, who: dict[str, Any]) -> dict[str, Any]:
+    r = await api.get("/api/v1/me/membership", headers=who["headers"])
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def paid_pickup(
+    api: httpx.AsyncClient, who: dict[str, Any], shop: dict[str, Any], fen: int
+) -> str:
+    order_no = await pickup(api, who, shop, fen)
+    await pay_wechat(api, who, order_no)
+    await complete(api, order_no)
+    return order_no
+
+
+async def topped_up(api: httpx.AsyncClient, who: dict[str, Any], plan: dict[str, Any]) -> str:
+    r = await api.post(
+        "/api/v1/stored-value/top-ups", headers=keyed(who["headers"]), json={"plan_id": plan["id"]}
+    )
+    assert r.status_code == 201 and r.json()["kind"] == "topup", r.text
+    order_no = r.json()["order_no"]
+    await pay_wechat(api, who, order_no)
+    await complete(api, order_no)
+    return order_no
+
+
+async def test_tier_ladder_is_validated(
+    api: httpx.AsyncClient, op: dict[str, str], ladder: Any
+) -> None:
+    no_base = [{**TIERS[1]}]
+    r = await api.put("/api/v1/admin/membership/tiers", headers=op, json={"items": no_base})
+    assert r.status_code == 422 and error_code(r) == "TIERS_INVALID"
+    twice = [TIERS[0], {**TIERS[1], "code": "regular"}]
+    r = await api.put("/api/v1/admin/membership/tiers", headers=op, json={"items": twice})
+    assert r.status_code == 422
+    shown = (await api.get("/api/v1/admin/membership/tiers", headers=op)).json()["items"]
+    assert [t["code"] for t in shown] == ["regular", "silver", "gold"]
+
+
+async def test_a_paid_order_earns_once_its_refund_takes_back_and_the_tier_waits_for_the_review(
+    api: httpx.AsyncClient,
+    ladder: Any,
+    store: dict[str, Any],
+    worker_env: outbox.Env,
+    op: dict[str, str],
+) -> None:
+    who = await shopper(api)
+    order_no = await paid_pickup(api, who, store, 25000)
+    await api.post(f"{PAY}/{order_no}/notify?times=10&concurrent=1")
+    await drain(worker_env)
+    await drain(worker_env)
+    view = await me(api, who)
+    assert view["growth"] == 25000 and view["tier"] == "silver"  # crossed: at once
+    assert view["points"] == 250  # 250 yuan x 1 (the tier before this order)
+    assert await GrowthEvent.filter(ref=order_no).count() == 1
+    assert view["next_tier"] == "gold" and view["growth_to_next"] == 1_000_000 - 25000
+
+    r = await api.post(f"/api/v1/admin/orders/{order_no}/refunds", headers=op, json={"reason": "x"})
+    assert r.status_code == 201
+
+    await wait_for(lambda: order_in(order_no, OrderStatus.REFUNDED))
+    await drain(worker_env)
+    view = await me(api, who)
+    assert view["points"] == 0 and view["growth"] == 0
+    assert view["tier"] == "silver"  # kept until the monthly review
+    first = await membership.monthly_review()
+    again = await membership.monthly_review()
+    assert first["down"] >= 1 and again["down"] == 0
+    assert (await me(api, who))["tier"] == "regular"
+    await assert_books_balance()
+
+
+async def test_points_clawed_back_after_they_were_spent_leave_a_debt_paid_first(
+    api: httpx.AsyncClient,
+    ladder: Any,
+    store: dict[str, Any],
+    worker_env: outbox.Env,
+    op: dict[str, str],
+) -> None:
+    from tortoise.transactions import in_transaction
+
+    who = await shopper(api)
+    first = await paid_pickup(api, who, store, 10000)
+    await drain(worker_env)
+    assert (await me(api, who))["points"] == 100
+    async with in_transaction() as conn:  # the member redeems 80 of them
+        await membership.spend_points(who["member_id"], 80, "redeem", "reward:test", conn)
+    await api.post(f"/api/v1/admin/orders/{first}/refunds", headers=op, json={"reason": "x"})
+
+    await wait_for(lambda: order_in(first, OrderStatus.REFUNDED))
+    await drain(worker_env)
+    view = await me(api, who)
+    assert view["points"] == 0 and view["points_debt"] == 80  # never below zero
+    await paid_pickup(api, who, store, 5000)
+    await drain(worker_env)
+    view = await me(api, who)
+    assert view["points_debt"] == 30 and view["points"] == 0  # 50 earned paid the debt first
+    await paid_pickup(api, who, store, 4000)
+    await drain(worker_env)
+    view = await me(api, who)
+    assert view["points_debt"] == 0 and view["points"] == 10
+    lots = await PointsLot.filter(member_id=who["member_id"]).values_list("remaining", flat=True)
+    assert sum(lots) == 10  # the lots add up to the balance
+    page = (await api.get("/api/v1/me/points?limit=2", headers=who["headers"])).json()
+    assert len(page["items"]) == 2 and page["next_before_id"]
+    rest = await api.get(
+        f"/api/v1/me/points?limit=50&before_id={page['next_before_id']}", headers=who["headers"]
+    )
+    reasons = [e["reason"] for e in page["items"] + rest.json()["items"]]
+    assert reasons[0] == "earn" and "clawback" in reasons and "redeem" in reasons
+    await assert_books_balance()
+
+
+async def test_a_top_up_earns_nothing_until_it_is_spent(
+    api: httpx.AsyncClient, ladder: Any, plan: dict[str, Any], worker_env: outbox.Env
+) -> None:
+    who = await shopper(api)
+    order_no = await topped_up(api, who, plan)
+    await drain(worker_env)
+    assert not await GrowthEvent.filter(ref=order_no).exists()
+    assert (await me(api, who))["points"] == 0
+
+
+async def test_top_up_then_pay_part_stored_value_part_wechat_and_refund_each(
+    api: httpx.AsyncClient,
+    ladder: Any,
+    plan: dict[str, Any],
+    store: dict[str, Any],
+    op: dict[str, str],
+    worker_env: outbox.Env,
+) -> None:
+    who = await shopper(api)
+    top = await topped_up(api, who, plan)
+    assert (await me(api, who))["stored_value_fen"] == 11000  # 100 paid, 110 credited
+    order_no = await pickup(api, who, store, 11000)
+    answer = await pay_wechat(api, who, order_no, stored_value_fen=6000)
+    assert answer["wechat_fen"] == 5000 and answer["paid"] is False
+    parts = sorted((t["label"], t["amount_fen"]) for t in answer["tenders"])
+    assert sum(a for _, a in parts) == 6000
+    assert dict(parts)["储值赠送"] == 6000 * 1000 // 11000  # in proportion: 545
+    await complete(api, order_no)
+    assert (await me(api, who))["stored_value_fen"] == 5000
+    # Spent in part: the top-up itself can no longer be refunded.
+    r = await api.post(f"/api/v1/admin/orders/{top}/refunds", headers=op, json={"reason": "x"})
+    assert r.status_code == 409 and error_code(r) == "STORED_VALUE_IN_USE"
+    r = await api.post(f"/api/v1/admin/orders/{order_no}/refunds", headers=op, json={"reason": "x"})
+    assert r.status_code == 201 and r.json()["amount_fen"] == 5000
+
+    await wait_for(lambda: order_in(order_no, OrderStatus.REFUNDED))
+    assert (await me(api, who))["stored_value_fen"] == 11000
+    r = await api.post(f"/api/v1/admin/orders/{top}/refunds", headers=op, json={"reason": "x"})
+    assert r.status_code == 201  # untouched again: principal back by WeChat, bonus withdrawn
+    await wait_for(lambda: order_in(top, OrderStatus.REFUNDED))
+    assert (await me(api, who))["stored_value_fen"] == 0
+    await drain(worker_env)
+    await assert_books_balance()
+
+
+async def test_two_devices_spending_stored_value_at_once_never_go_below_zero(
+    api: httpx.AsyncClient, ladder: Any, plan: dict[str, Any], store: dict[str, Any]
+) -> None:
+    who = await shopper(api)
+    await topped_up(api, who, plan)
+    orders_ = [await pickup(api, who, store, 6000) for _ in range(8)]
+    answers = await asyncio.gather(
+        *(
+            api.post(
+                f"/api/v1/orders/{no}/pay", headers=who["headers"], json={"stored_value_fen": 6000}
+            )
+            for no in orders_
+        )
+    )
+    ok = [r for r in answers if r.status_code == 200]
+    assert len(ok) == 1 and ok[0].json()["paid"] is True, [r.text for r in answers]
+    assert {error_code(r) for r in answers if r.status_code != 200} == {"STORED_VALUE_TOO_LOW"}
+    assert (await me(api, who))["stored_value_fen"] == 5000
+    await assert_books_balance()
+
+
+async def test_a_merge_keeps_the_sum_of_both_members_points_and_balances(
+    api: httpx.AsyncClient,
+    ladder: Any,
+    plan: dict[str, Any],
+    store: dict[str, Any],
+    worker_env: outbox.Env,
+    settings: Settings,
+    redis: aioredis.Redis,
+) -> None:
+    from server.identity import service as identity
+
+    old, new = await shopper(api), await shopper(api)
+    for who in (old, new):
+        await topped_up(api, who, plan)
+        await paid_pickup(api, who, store, 3000)
+    await drain(worker_env)
+    before = [await me(api, w) for w in (old, new)]
+    await identity.merge_members(
+        redis, settings, old["member_id"], new["member_id"], uuid.uuid4().hex
+    )
+    after = await me(api, new)
+    assert after["points"] == sum(b["points"] for b in before) == 60
+    assert after["stored_value_fen"] == sum(b["stored_value_fen"] for b in before) == 22000
+    assert after["growth"] == 6000
+    assert await ledger.member_balance(membership.POINTS, old["member_id"]) == 0
+    await assert_books_balance()
+
+
+async def test_points_left_in_a_lot_expire_at_the_end_of_the_next_year(
+    api: httpx.AsyncClient, ladder: Any, store: dict[str, Any], worker_env: outbox.Env
+) -> None:
+    who = await shopper(api)
+    await paid_pickup(api, who, store, 7000)
+    await drain(worker_env)
+    lot = await PointsLot.get(member_id=who["member_id"])
+    earned_in = lot.created_at.astimezone(SHANGHAI).year
+    assert lot.expires_at.astimezone(SHANGHAI) == datetime(earned_in + 2, 1, 1, tzinfo=SHANGHAI)
+    await PointsLot.filter(id=lot.id).update(expires_at=utcnow() - timedelta(seconds=1))
+    assert await membership.expire_points() >= 1
+    assert await membership.expire_points() == 0
+    assert (await me(api, who))["points"] == 0
+    member = await Member.get(id=who["member_id"])
+    assert member.tier == "regular"
+    await assert_books_balance()
