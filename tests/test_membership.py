@@ -281,3 +281,85 @@ async def test_points_left_in_a_lot_expire_at_the_end_of_the_next_year(
     member = await Member.get(id=who["member_id"])
     assert member.tier == "regular"
     await assert_books_balance()
+
+
+async def earned_points(
+    api: httpx.AsyncClient, store: dict[str, Any], worker_env: outbox.Env, fen: int
+) -> dict[str, Any]:
+    """A shopper who earned fen / 100 points by a paid pickup order."""
+    who = await shopper(api)
+    await paid_pickup(api, who, store, fen)
+    await drain(worker_env)
+    assert (await me(api, who))["points"] == fen // 100
+    return who
+
+
+async def test_points_pay_at_most_half_of_the_goods_and_come_back_on_cancel(
+    api: httpx.AsyncClient, ladder: Any, store: dict[str, Any], worker_env: outbox.Env
+) -> None:
+    who = await earned_points(api, store, worker_env, 90000)  # 900 points
+    order_no = await pickup(api, who, store, 1000)
+    r = await api.post(
+        f"/api/v1/orders/{order_no}/pay", headers=who["headers"], json={"points": 600}
+    )
+    assert r.status_code == 409 and error_code(r) == "POINTS_LIMIT"
+    assert r.json()["error"]["details"]["max_points"] == 500
+    answer = await pay_wechat(api, who, order_no, points=500)  # 5 yuan off, 5 by WeChat
+    assert answer["wechat_fen"] == 500
+    assert [(t["kind"], t["amount_fen"]) for t in answer["tenders"]] == [("points", 500)]
+    assert (await me(api, who))["points"] == 400
+    r = await api.post(f"/api/v1/orders/{order_no}/cancel", headers=who["headers"], json={})
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert (await me(api, who))["points"] == 900
+    lots = await PointsLot.filter(member_id=who["member_id"]).values_list("remaining", flat=True)
+    assert sum(lots) == 900
+    await assert_books_balance()
+
+
+async def test_redeeming_points_for_a_coupon_is_once_per_key_and_never_below_zero(
+    api: httpx.AsyncClient,
+    ladder: Any,
+    store: dict[str, Any],
+    worker_env: outbox.Env,
+    op: dict[str, str],
+) -> None:
+    from server.coupons.models import Coupon
+    from tests.test_coupons import make_template
+
+    template = await make_template(api, op, total=100, per_member_limit=10)
+    r = await api.post(
+        "/api/v1/admin/points/rewards",
+        headers=op,
+        json={"template_id": template["id"], "points_price": 300},
+    )
+    assert r.status_code == 201, r.text
+    reward = r.json()
+    assert any(
+        x["id"] == reward["id"] for x in (await api.get("/api/v1/points/rewards")).json()["items"]
+    )
+    who = await earned_points(api, store, worker_env, 70000)  # 700 points: two rewards, not three
+    key = uuid.uuid4().hex
+    first, again = [
+        await api.post(
+            "/api/v1/points/redemptions",
+            headers=keyed(who["headers"], key),
+            json={"reward_id": reward["id"]},
+        )
+        for _ in range(2)
+    ]
+    assert first.status_code == 201 and again.json() == first.json()  # one coupon for one key
+    tries = await asyncio.gather(
+        *(
+            api.post(
+                "/api/v1/points/redemptions",
+                headers=keyed(who["headers"]),
+                json={"reward_id": reward["id"]},
+            )
+            for _ in range(4)
+        )
+    )
+    assert sorted(r.status_code for r in tries) == [201, 409, 409, 409]
+    assert {error_code(r) for r in tries if r.status_code == 409} == {"NOT_ENOUGH_POINTS"}
+    assert (await me(api, who))["points"] == 100
+    assert await Coupon.filter(member_id=who["member_id"], template_id=template["id"]).count() == 2
+    await assert_books_balance()

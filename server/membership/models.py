@@ -93,3 +93,29 @@ class StoredValuePlan(TimestampedModel):
 
     class Meta:
         table = "stored_value_plan"
+
+
+class PointsReward(TimestampedModel):
+    """A coupon template operators put on the points shelf, at a price in points."""
+
+    template_id = fields.BigIntField()
+    points_price = fields.IntField()
+    active = fields.BooleanField(default=True)
+    created_by = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "points_reward"
+
+
+class PointsRedemption(TimestampedModel):
+    """A member bought a reward with points: the coupon it gave and what it cost."""
+
+    member_id = fields.BigIntField(db_index=True)
+    reward = fields.ForeignKeyField(
+        "membership.PointsReward", related_name="redemptions", on_delete=fields.RESTRICT
+    )
+    points = fields.IntField()
+    coupon_id = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "points_redemption"

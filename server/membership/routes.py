@@ -16,6 +16,11 @@ from server.membership.schemas import (
     PlanOut,
     PointsPage,
     PointsQuery,
+    RedeemIn,
+    RedemptionOut,
+    RewardIn,
+    RewardList,
+    RewardOut,
     TierList,
     TiersIn,
     TopUpIn,
@@ -117,5 +122,50 @@ async def top_up(request: Request, payload: TopUpIn) -> HTTPResponse:
 
     status, answer = await run_once(
         f"member:{member_id}:POST /stored-value/top-ups", key, payload.model_dump(mode="json"), work
+    )
+    return respond(answer, status=status)
+
+
+@bp.post("/admin/points/rewards")
+@auth.authenticated("operator", roles=["admin", "marketing"])
+@body(RewardIn)
+@returns(RewardOut, status=201)
+async def create_reward(request: Request, payload: RewardIn) -> HTTPResponse:
+    """Put a coupon template on the points shelf (a granted-only template works best)."""
+    reward = await service.create_reward(
+        request.ctx.principal.subject, payload.template_id, payload.points_price
+    )
+    shown = next(r for r in await service.rewards() if r["id"] == reward.id)
+    return respond(shown, status=201)
+
+
+@bp.get("/points/rewards")
+@returns(RewardList)
+async def list_rewards(request: Request) -> HTTPResponse:
+    return respond({"items": await service.rewards()})
+
+
+@bp.post("/points/redemptions")
+@auth.authenticated("member")
+@openapi.parameter("Idempotency-Key", str, location="header", required=True)
+@body(RedeemIn)
+@returns(RedemptionOut, status=201)
+async def redeem(request: Request, payload: RedeemIn) -> HTTPResponse:
+    """Spend points on a reward: the coupon appears in /me/coupons (a retry with the same
+    key gives the same answer, never a second coupon)."""
+    member_id = request.ctx.principal.subject
+    key = idempotency_key(request)
+
+    async def work() -> tuple[int, dict]:
+        r = await service.redeem(member_id, payload.reward_id)
+        return 201, {
+            "id": r.id,
+            "reward_id": payload.reward_id,
+            "points": r.points,
+            "coupon_id": r.coupon_id,
+        }
+
+    status, answer = await run_once(
+        f"member:{member_id}:POST /points/redemptions", key, payload.model_dump(mode="json"), work
     )
     return respond(answer, status=status)

@@ -79,3 +79,30 @@ class PlanList(BaseModel):
 
 class TopUpIn(BaseModel):
     plan_id: int = Field(ge=1, le=MAX_ID)
+
+
+class RewardIn(BaseModel):
+    template_id: int = Field(ge=1, le=MAX_ID)
+    points_price: int = Field(ge=1, le=10_000_000)
+
+
+class RewardOut(BaseModel):
+    id: int
+    template_id: int
+    title: str
+    points_price: int
+
+
+class RewardList(BaseModel):
+    items: list[RewardOut]
+
+
+class RedeemIn(BaseModel):
+    reward_id: int = Field(ge=1, le=MAX_ID)
+
+
+class RedemptionOut(BaseModel):
+    id: int
+    reward_id: int
+    points: int
+    coupon_id: int | None

@@ -39,6 +39,8 @@ from server.membership.models import (
     BenefitGrant,
     GrowthEvent,
     PointsLot,
+    PointsRedemption,
+    PointsReward,
     StoredValuePlan,
     Tier,
     TierChange,
@@ -243,18 +245,23 @@ async def _earn_points(member_id: int, points: int, ref: str, conn: Any) -> int:
         await ledger.post(debt_account.id, -repay, "repaid", ref, connection=conn)
     credit = points - repay
     if credit:
-        account = await ledger.member_account(POINTS, member_id, connection=conn)
-        posted = await ledger.post(account.id, credit, "earn", ref, connection=conn)
-        if not posted.duplicate:
-            await PointsLot.create(
-                member_id=member_id,
-                ref=ref,
-                earned=credit,
-                remaining=credit,
-                expires_at=lot_expiry(utcnow()),
-                using_db=conn,
-            )
+        await credit_points(member_id, credit, "earn", ref, conn)
     return credit
+
+
+async def credit_points(member_id: int, points: int, reason: str, ref: str, conn: Any) -> None:
+    """Points onto the balance as a new lot (expiring at the end of next year), once."""
+    account = await ledger.member_account(POINTS, member_id, connection=conn)
+    posted = await ledger.post(account.id, points, reason, ref, connection=conn)
+    if not posted.duplicate:
+        await PointsLot.create(
+            member_id=member_id,
+            ref=f"{reason}:{ref}"[:64] if reason != "earn" else ref,
+            earned=points,
+            remaining=points,
+            expires_at=lot_expiry(utcnow()),
+            using_db=conn,
+        )
 
 
 async def _take_from_lots(
@@ -444,6 +451,72 @@ async def move_member_grants(from_id: int, into_id: int, connection: Any) -> int
     return moved
 
 
+# -- spending points: rewards and checkout ------------------------------------------------------
+
+POINTS_PER_YUAN_OFF = 100  # 100 points pay 1 yuan (1 point = 1 fen)
+POINTS_SHARE_MAX = 0.5  # of an order's goods
+
+
+async def create_reward(
+    operator_id: int | None, template_id: int, points_price: int
+) -> PointsReward:
+    from server.coupons.models import CouponTemplate
+
+    if not is_id(template_id) or not await CouponTemplate.exists(id=template_id):
+        raise NotFound(f"no coupon template {template_id}", code="TEMPLATE_NOT_FOUND")
+    return await PointsReward.create(
+        template_id=template_id, points_price=points_price, created_by=operator_id
+    )
+
+
+async def rewards() -> list[dict[str, Any]]:
+    from server.coupons.models import CouponTemplate
+
+    rows = await PointsReward.filter(active=True).order_by("points_price", "id")
+    names = {
+        t.id: t.name for t in await CouponTemplate.filter(id__in=[r.template_id for r in rows])
+    }
+    return [
+        {
+            "id": r.id,
+            "template_id": r.template_id,
+            "title": names.get(r.template_id, ""),
+            "points_price": r.points_price,
+        }
+        for r in rows
+    ]
+
+
+async def redeem(member_id: int, reward_id: int) -> PointsRedemption:
+    """Points for a coupon, in one transaction: the points leave (never below zero), the
+    coupon is granted (its template's stock is taken), or neither happens."""
+    from server.coupons import service as coupons
+
+    reward = await PointsReward.get_or_none(id=reward_id, active=True) if is_id(reward_id) else None
+    if reward is None:
+        raise NotFound(f"no reward {reward_id}", code="REWARD_NOT_FOUND")
+    async with in_transaction() as conn:
+        redemption = await PointsRedemption.create(
+            member_id=member_id, reward_id=reward.id, points=reward.points_price, using_db=conn
+        )
+        try:
+            await spend_points(
+                member_id, reward.points_price, "redeem", f"redemption:{redemption.id}", conn
+            )
+        except ledger.BalanceTooLow:
+            raise Conflict(
+                f"this reward costs {reward.points_price} points",
+                code="NOT_ENOUGH_POINTS",
+                details={"points_price": reward.points_price},
+            ) from None
+        coupon_id = await coupons.grant_coupon(
+            reward.template_id, member_id, f"redemption:{redemption.id}", conn
+        )
+        await PointsRedemption.filter(id=redemption.id).using_db(conn).update(coupon_id=coupon_id)
+        redemption.coupon_id = coupon_id
+    return redemption
+
+
 # -- the member's page ----------------------------------------------------------------------------
 
 
@@ -549,6 +622,7 @@ async def _take_top_up_back(move: lifecycle.Move) -> None:
 identity.register_member_owned(GrowthEvent, "member_id")
 identity.register_member_owned(TierChange, "member_id")
 identity.register_member_owned(PointsLot, "member_id")
+identity.register_member_owned(PointsRedemption, "member_id")
 identity.register_member_owned(BenefitGrant, "member_id", mover=move_member_grants)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from server.infra.errors import Conflict
 from server.ledger import service as ledger
+from server.membership import service
 from server.membership.service import BONUS, PRINCIPAL
 from server.orders.models import Order, OrderKind
 from server.payments import tenders
@@ -59,3 +60,36 @@ async def _give_back(order: Order, tender: Tender, why: str, conn: Any) -> None:
 
 
 tenders.register(tenders.TenderSource("stored_value", _capture, _give_back))
+
+
+async def _capture_points(
+    order: Order, asked: dict[str, Any], left: int, conn: Any
+) -> list[tenders.Captured]:
+    """Points pay 1 fen each, for at most half of the order's goods; spent oldest lot first."""
+    if order.kind in NOT_FOR:
+        raise Conflict("points cannot buy gift cards or stored value", code="POINTS_NOT_ACCEPTED")
+    points = int(asked["points"])
+    cap = int(order.goods_fen * service.POINTS_SHARE_MAX)
+    if points > cap:
+        raise Conflict(
+            f"points pay at most half of the goods: {cap} here",
+            code="POINTS_LIMIT",
+            details={"max_points": cap},
+        )
+    take = min(points, left)
+    try:
+        await service.spend_points(int(order.member_id), take, "spend", order.order_no, conn)  # type: ignore[attr-defined]
+    except ledger.BalanceTooLow:
+        raise Conflict("not enough points for this", code="NOT_ENOUGH_POINTS") from None
+    return [tenders.Captured("points", take, f"积分 {take}")] if take else []
+
+
+async def _give_back_points(order: Order, tender: Tender, why: str, conn: Any) -> None:
+    """Back as a new lot, valid as any points earned today."""
+    reason = "spend_return" if why == "return" else "spend_refund"
+    await service.credit_points(
+        int(order.member_id), tender.amount_fen, reason, order.order_no, conn
+    )  # type: ignore[attr-defined]
+
+
+tenders.register(tenders.TenderSource("points", _capture_points, _give_back_points))

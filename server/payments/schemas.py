@@ -49,6 +49,13 @@ class PayIn(BaseModel):
         default=None, ge=1, le=100_000_000, description="pay this much (at most) from stored value"
     )
 
+    points: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000_000,
+        description="points to pay with (100 = 1 yuan, at most half of the goods)",
+    )
+
     def asked(self) -> dict[str, Any]:
         """The balances asked for, by tender kind."""
         cards = (
@@ -57,7 +64,8 @@ class PayIn(BaseModel):
             else None
         )
         stored = {"fen": self.stored_value_fen} if self.stored_value_fen else None
-        return {"gift_card": cards, "stored_value": stored}
+        points = {"points": self.points} if self.points else None
+        return {"gift_card": cards, "stored_value": stored, "points": points}
 
     @field_validator("gift_card_ids")
     @classmethod

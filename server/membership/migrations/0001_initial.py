@@ -1,6 +1,7 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
 from orjson import loads
+from tortoise.fields.base import OnDelete
 from tortoise.fields.data import JSON_DUMPS
 from tortoise import fields
 from tortoise.indexes import Index
@@ -50,6 +51,34 @@ class Migration(migrations.Migration):
                 ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'membership_points_lot', 'app': 'membership', 'indexes': [Index(fields=['member_id', 'expires_at'])], 'pk_attr': 'id', 'table_description': 'Points earned by one order: spent first in, first out, and what is left of a lot'},
+            bases=['TimestampedModel'],
+        ),
+        ops.CreateModel(
+            name='PointsReward',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('template_id', fields.BigIntField()),
+                ('points_price', fields.IntField()),
+                ('active', fields.BooleanField(default=True)),
+                ('created_by', fields.BigIntField(null=True)),
+            ],
+            options={'table': 'points_reward', 'app': 'membership', 'pk_attr': 'id', 'table_description': 'A coupon template operators put on the points shelf, at a price in points.'},
+            bases=['TimestampedModel'],
+        ),
+        ops.CreateModel(
+            name='PointsRedemption',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('member_id', fields.BigIntField(db_index=True)),
+                ('reward', fields.ForeignKeyField('membership.PointsReward', source_field='reward_id', db_constraint=True, to_field='id', related_name='redemptions', on_delete=OnDelete.RESTRICT)),
+                ('points', fields.IntField()),
+                ('coupon_id', fields.BigIntField(null=True)),
+            ],
+            options={'table': 'points_redemption', 'app': 'membership', 'pk_attr': 'id', 'table_description': 'A member bought a reward with points: the coupon it gave and what it cost.'},
             bases=['TimestampedModel'],
         ),
         ops.CreateModel(
