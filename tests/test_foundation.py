@@ -159,6 +159,23 @@ async def test_models_and_migrations_are_in_step(database: Settings) -> None:
     assert pending == [], f"models changed without a migration (haodian makemigrations): {pending}"
 
 
+async def test_no_table_description_would_break_the_sqlite_schema_editor(
+    database: Settings,
+) -> None:
+    """Tortoise's SQLite schema editor splits CREATE TABLE on ';', and a model's docstring is
+    its table comment: one semicolon there and the zero-config demo cannot migrate."""
+    from tortoise import Tortoise
+
+    bad = [
+        f"{app}.{name}"
+        for app, models in Tortoise.apps.items()
+        for name, model in models.items()
+        if ";" in (model._meta.table_description or "")
+        or any(";" in (f.description or "") for f in model._meta.fields_map.values())
+    ]
+    assert bad == [], f"semicolons in table or field descriptions: {bad}"
+
+
 def test_readyz_is_503_when_redis_is_down(
     env: dict[str, str], database: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

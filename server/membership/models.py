@@ -12,7 +12,7 @@ from server.infra.models import TimestampedModel
 
 
 class Tier(TimestampedModel):
-    """A level reached by growth: `points_pct` is the points multiplier in percent (150 = 1.5x);
+    """A level reached by growth: `points_pct` is the points multiplier in percent (150 = 1.5x), and
     `benefit_template_ids` are coupon templates issued once per tier and year on reaching it."""
 
     code = fields.CharField(max_length=16, unique=True)

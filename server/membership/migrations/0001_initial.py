@@ -107,7 +107,7 @@ class Migration(migrations.Migration):
                 ('points_pct', fields.IntField(default=100)),
                 ('benefit_template_ids', fields.JSONField(default=list, encoder=JSON_DUMPS, decoder=loads)),
             ],
-            options={'table': 'membership_tier', 'app': 'membership', 'pk_attr': 'id', 'table_description': 'A level reached by growth: `points_pct` is the points multiplier in percent (150 = 1.5x);'},
+            options={'table': 'membership_tier', 'app': 'membership', 'pk_attr': 'id', 'table_description': 'A level reached by growth: `points_pct` is the points multiplier in percent (150 = 1.5x), and'},
             bases=['TimestampedModel'],
         ),
         ops.CreateModel(
