@@ -19,7 +19,7 @@ from server.infra.clock import SHANGHAI, utcnow
 from server.ledger import service as ledger
 from server.membership import service as membership
 from server.membership.models import GrowthEvent, PointsLot
-from server.orders.models import OrderStatus
+from server.orders.models import Order, OrderStatus
 from server.outbox import service as outbox
 from server.settings import Settings
 from tests.conftest import drain, error_code
@@ -123,6 +123,8 @@ async def test_a_paid_order_earns_once_its_refund_takes_back_and_the_tier_waits_
     view = await me(api, who)
     assert view["points"] == 0 and view["growth"] == 0
     assert view["tier"] == "silver"  # kept until the monthly review
+    paid_ev, refund_ev = await GrowthEvent.filter(ref=order_no).order_by("id")
+    assert refund_ev.fen == -paid_ev.fen and refund_ev.at == paid_ev.at  # leave the window together
     first = await membership.monthly_review()
     again = await membership.monthly_review()
     assert first["down"] >= 1 and again["down"] == 0
@@ -362,4 +364,112 @@ async def test_redeeming_points_for_a_coupon_is_once_per_key_and_never_below_zer
     assert {error_code(r) for r in tries if r.status_code == 409} == {"NOT_ENOUGH_POINTS"}
     assert (await me(api, who))["points"] == 100
     assert await Coupon.filter(member_id=who["member_id"], template_id=template["id"]).count() == 2
+    # The template's own per-member limit holds on the shelf too.
+    single = await make_template(api, op, total=100, per_member_limit=1)
+    r = await api.post(
+        "/api/v1/admin/points/rewards",
+        headers=op,
+        json={"template_id": single["id"], "points_price": 10},
+    )
+    cheap = r.json()["id"]
+    statuses = [
+        (
+            await api.post(
+                "/api/v1/points/redemptions",
+                headers=keyed(who["headers"]),
+                json={"reward_id": cheap},
+            )
+        ).status_code
+        for _ in range(2)
+    ]
+    assert statuses == [201, 409]
     await assert_books_balance()
+
+
+async def test_a_late_wechat_payment_on_a_closed_top_up_or_order_goes_back_and_touches_nothing(
+    api: httpx.AsyncClient,
+    ladder: Any,
+    plan: dict[str, Any],
+    store: dict[str, Any],
+    worker_env: outbox.Env,
+) -> None:
+    from server.orders import service as orders_service
+    from server.outbox.models import OutboxEvent
+    from server.payments.models import Refund
+
+    who = await shopper(api)
+    await topped_up(api, who, plan)  # 11000 of stored value already
+    for kind in ("topup", "pickup"):
+        if kind == "topup":
+            r = await api.post(
+                "/api/v1/stored-value/top-ups",
+                headers=keyed(who["headers"]),
+                json={"plan_id": plan["id"]},
+            )
+            late = r.json()["order_no"]
+        else:
+            late = await pickup(api, who, store, 3000)
+        await pay_wechat(api, who, late)
+        # Closed here (WeChat could not be reached to close it there), then paid there.
+        await orders_service.transition(late, OrderStatus.CANCELLED, actor="system", reason="t")
+        await complete(api, late)
+        await wait_for(lambda no=late: order_in(no, OrderStatus.REFUNDED))
+        refund = await Refund.get(order__order_no=late)
+        assert refund.amount_fen == (10000 if kind == "topup" else 3000)
+        await drain(worker_env)
+        assert not await OutboxEvent.filter(key=f"mr:{late}", delivered_at__isnull=True).exists()
+    view = await me(api, who)
+    assert view["stored_value_fen"] == 11000 and view["points"] == 0
+    await assert_books_balance()
+
+
+async def test_refunds_in_either_order_leave_no_free_points(
+    api: httpx.AsyncClient,
+    ladder: Any,
+    store: dict[str, Any],
+    worker_env: outbox.Env,
+    op: dict[str, str],
+) -> None:
+    for first_refunded in ("earning", "spending"):
+        who = await earned_points(api, store, worker_env, 10000)  # order A: 100 points
+        earning = (await Order.filter(member_id=who["member_id"]).order_by("-id").first()).order_no
+        spending = await pickup(api, who, store, 1000)  # order B: 100 points + 9 yuan WeChat
+        await pay_wechat(api, who, spending, points=100)
+        await complete(api, spending)
+        await drain(worker_env)
+        for no in (earning, spending) if first_refunded == "earning" else (spending, earning):
+            r = await api.post(
+                f"/api/v1/admin/orders/{no}/refunds", headers=op, json={"reason": "x"}
+            )
+            assert r.status_code == 201, r.text
+            await wait_for(lambda n=no: order_in(n, OrderStatus.REFUNDED))
+            await drain(worker_env)
+        view = await me(api, who)
+        assert (view["points"], view["points_debt"], view["growth"]) == (0, 0, 0), first_refunded
+    await assert_books_balance()
+
+
+async def test_a_benefit_that_cannot_be_given_never_holds_back_growth_and_points(
+    api: httpx.AsyncClient,
+    ladder: Any,
+    store: dict[str, Any],
+    worker_env: outbox.Env,
+    op: dict[str, str],
+) -> None:
+    from tests.test_coupons import make_template
+
+    one = await make_template(api, op, total=1, per_member_limit=1)
+    bad = [{**TIERS[0]}, {**TIERS[1], "benefit_template_ids": [10**12]}]
+    r = await api.put("/api/v1/admin/membership/tiers", headers=op, json={"items": bad})
+    assert r.status_code == 422 and error_code(r) == "TEMPLATE_NOT_FOUND"
+    rich = [{**TIERS[0]}, {**TIERS[1], "benefit_template_ids": [one["id"]]}, TIERS[2]]
+    r = await api.put("/api/v1/admin/membership/tiers", headers=op, json={"items": rich})
+    assert r.status_code == 200, r.text
+    try:
+        first = await earned_points(api, store, worker_env, 20000)
+        second = await earned_points(api, store, worker_env, 20000)  # the benefit is sold out
+        for who in (first, second):
+            view = await me(api, who)
+            assert view["tier"] == "silver" and view["growth"] == 20000
+    finally:
+        await api.put("/api/v1/admin/membership/tiers", headers=op, json={"items": TIERS})

@@ -18,6 +18,7 @@ from arq.worker import Worker
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
+from server.infra.clock import SHANGHAI
 from server.settings import Settings
 
 log = logging.getLogger("haodian.worker")
@@ -93,6 +94,9 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         job_timeout=300,
         keep_result=3600,
         handle_signals=True,
+        # Cron schedules read as the business's clock (the 1st, midnight), whatever the
+        # machine's zone.
+        timezone=SHANGHAI,
     )
     kwargs.update(overrides)
     return Worker(**kwargs)

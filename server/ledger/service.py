@@ -276,8 +276,10 @@ async def move_member_accounts(from_id: int, into_id: int, connection: Any) -> i
     own = await LedgerAccount.filter(member_id=from_id).using_db(connection).order_by("id")
     for account in own:
         if account.owner_key != f"{account.kind}:{from_id}":
-            moved += await LedgerAccount.filter(id=account.id).using_db(connection).update(
-                member_id=into_id
+            moved += (
+                await LedgerAccount.filter(id=account.id)
+                .using_db(connection)
+                .update(member_id=into_id)
             )
             continue
         target = await member_account(account.kind, into_id, connection=connection)

@@ -28,8 +28,8 @@ async def points_expiry(ctx: dict[str, Any]) -> dict[str, int]:
 
 functions: list[Any] = [membership_monthly_review, points_expiry]
 cron_jobs: list[Any] = [
-    # The 1st at 08:10 Asia/Shanghai; a review changes a member once a month whenever it runs.
+    # Schedules are Asia/Shanghai (infra.jobs): the review on the 1st just after midnight,
+    # lots (which expire at midnight) swept every hour, idempotently.
     cron(membership_monthly_review, day=1, hour=0, minute=10, second=0, unique=True, timeout=3600),
-    # Lots expire at midnight Asia/Shanghai (16:00 UTC): swept daily just after.
-    cron(points_expiry, hour={16}, minute=5, second=0, unique=True, timeout=3600),
+    cron(points_expiry, minute=5, second=0, unique=True, timeout=3600),
 ]

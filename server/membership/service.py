@@ -24,14 +24,14 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tortoise.exceptions import IntegrityError
+from tortoise.exceptions import DoesNotExist, IntegrityError
 from tortoise.functions import Sum
 from tortoise.transactions import in_transaction
 
 from server.identity import service as identity
 from server.identity.models import Member
 from server.infra.clock import SHANGHAI, utcnow
-from server.infra.errors import Conflict, NotFound, ValidationFailed
+from server.infra.errors import AppError, Conflict, NotFound, ValidationFailed
 from server.infra.models import is_id
 from server.ledger import service as ledger
 from server.ledger.models import LedgerEntry
@@ -47,7 +47,7 @@ from server.membership.models import (
 )
 from server.orders import lifecycle
 from server.orders import service as orders
-from server.orders.models import Order, OrderKind, OrderStatus
+from server.orders.models import Order, OrderEvent, OrderKind, OrderStatus
 from server.outbox import service as outbox
 from server.payments import tenders
 
@@ -106,6 +106,14 @@ async def replace_tiers(items: list[dict[str, Any]]) -> list[Tier | dict[str, An
         raise ValidationFailed("tier codes and thresholds must be distinct", code="TIERS_INVALID")
     if 0 not in thresholds:
         raise ValidationFailed("one tier must start at growth 0", code="TIERS_INVALID")
+    from server.coupons.models import CouponTemplate
+
+    wanted = {int(t) for i in items for t in i.get("benefit_template_ids") or []}
+    known = set(await CouponTemplate.filter(id__in=list(wanted)).values_list("id", flat=True))
+    if wanted - known:
+        raise ValidationFailed(
+            f"no coupon templates {sorted(wanted - known)}", code="TEMPLATE_NOT_FOUND"
+        )
     async with in_transaction() as conn:
         await Tier.all().using_db(conn).delete()
         for i in items:
@@ -198,9 +206,26 @@ async def _grant_benefits(member_id: int, tier: Tier | dict[str, Any], conn: Any
     except IntegrityError:
         return  # this tier's benefits went out this year already
     for template_id in tier.benefit_template_ids:
-        await coupons.grant_coupon(
-            int(template_id), member_id, f"tier:{tier.code}:{year}:{member_id}:{template_id}", conn
-        )
+        # A benefit that cannot be given (sold out, template gone) is logged, never a reason
+        # to hold back the member's growth and points (the earning's transaction).
+        try:
+            async with conn._in_transaction() as sp:
+                await coupons.grant_coupon(
+                    int(template_id),
+                    member_id,
+                    f"tier:{tier.code}:{year}:{member_id}:{template_id}",
+                    sp,
+                )
+        except (AppError, DoesNotExist) as exc:
+            log.error(
+                "a tier benefit could not be granted",
+                extra={
+                    "member": member_id,
+                    "tier": tier.code,
+                    "template": template_id,
+                    "error": str(exc)[:200],
+                },
+            )
 
 
 async def monthly_review(now: datetime | None = None) -> dict[str, int]:
@@ -234,18 +259,19 @@ def lot_expiry(earned_at: datetime) -> datetime:
     return datetime(year, 1, 1, tzinfo=SHANGHAI).astimezone(UTC)
 
 
-async def _earn_points(member_id: int, points: int, ref: str, conn: Any) -> int:
-    """Credit `points` for the fact `ref`, paying any debt first; returns what was credited."""
+async def credit_after_debt(member_id: int, points: int, reason: str, ref: str, conn: Any) -> int:
+    """Points coming to the member (earned, or given back by a refund) pay any debt first;
+    the rest lands on the balance. Returns what landed."""
     if points <= 0:
         return 0
     debt_account = await ledger.member_account(DEBT, member_id, connection=conn)
-    debt = int(debt_account.balance)
+    debt = int((await ledger.lock(debt_account.id, conn)).balance)
     repay = min(debt, points)
     if repay:
         await ledger.post(debt_account.id, -repay, "repaid", ref, connection=conn)
     credit = points - repay
     if credit:
-        await credit_points(member_id, credit, "earn", ref, conn)
+        await credit_points(member_id, credit, reason, ref, conn)
     return credit
 
 
@@ -354,8 +380,8 @@ async def earn_for_order(order_no: str) -> int:
                 )
         except IntegrityError:
             return 0
-        credited = await _earn_points(
-            member_id, await _points_for(member_id, fen, conn), f"order:{order_no}", conn
+        credited = await credit_after_debt(
+            member_id, await _points_for(member_id, fen, conn), "earn", f"order:{order_no}", conn
         )
         await _upgrade(member_id, order_no, conn)
     return credited
@@ -367,6 +393,11 @@ async def claw_back_order(order_no: str) -> None:
     order = await Order.get(order_no=order_no)
     member_id = int(order.member_id)  # type: ignore[attr-defined]
     earned = await GrowthEvent.get_or_none(kind="paid", ref=order_no)
+    if (
+        earned is None
+        and not await OrderEvent.filter(order_id=order.id, to_status=OrderStatus.PAID).exists()
+    ):
+        return  # paid after it was closed and refunded: it never earned
     if earned is None:
         # Its earning has not been delivered yet (events of one order may arrive out of
         # order): the outbox retries this after it, so nothing is taken back too early.
@@ -380,7 +411,7 @@ async def claw_back_order(order_no: str) -> None:
                     fen=-earned.fen,
                     kind="refunded",
                     ref=order_no,
-                    at=utcnow(),
+                    at=earned.at,  # leaves the 12-month window with the payment it undoes
                     using_db=sp,
                 )
         except IntegrityError:
@@ -495,6 +526,15 @@ async def redeem(member_id: int, reward_id: int) -> PointsRedemption:
     reward = await PointsReward.get_or_none(id=reward_id, active=True) if is_id(reward_id) else None
     if reward is None:
         raise NotFound(f"no reward {reward_id}", code="REWARD_NOT_FOUND")
+    from server.coupons.models import Coupon, CouponTemplate
+
+    template = await CouponTemplate.get(id=reward.template_id)
+    held = await Coupon.filter(member_id=member_id, template_id=template.id).count()
+    if held >= template.per_member_limit:
+        raise Conflict(
+            f"you may hold {template.per_member_limit} of this coupon",
+            code="CLAIM_LIMIT_REACHED",
+        )
     async with in_transaction() as conn:
         redemption = await PointsRedemption.create(
             member_id=member_id, reward_id=reward.id, points=reward.points_price, using_db=conn
@@ -600,8 +640,15 @@ async def _take_top_up_back(move: lifecycle.Move) -> None:
     any spend since touches the bonus). Otherwise 409 STORED_VALUE_IN_USE."""
     order = move.order
     member_id = int(order.member_id)  # type: ignore[attr-defined]
+    principal = await ledger.member_account(PRINCIPAL, member_id, connection=move.conn)
+    credited = (
+        await LedgerEntry.filter(account_id=principal.id, reason="topup", reference=order.order_no)
+        .using_db(move.conn)
+        .exists()
+    )
+    if not credited:
+        return  # paid after it was closed: it never credited, only WeChat's money goes back
     try:
-        principal = await ledger.member_account(PRINCIPAL, member_id, connection=move.conn)
         await ledger.post(
             principal.id, -order.payable_fen, "topup_refund", order.order_no, connection=move.conn
         )

@@ -85,11 +85,11 @@ async def _capture_points(
 
 
 async def _give_back_points(order: Order, tender: Tender, why: str, conn: Any) -> None:
-    """Back as a new lot, valid as any points earned today."""
+    """Back to the member like an earning: a debt is paid first, the rest is a new lot valid
+    as any points earned today."""
     reason = "spend_return" if why == "return" else "spend_refund"
-    await service.credit_points(
-        int(order.member_id), tender.amount_fen, reason, order.order_no, conn
-    )  # type: ignore[attr-defined]
+    member_id = int(order.member_id)  # type: ignore[attr-defined]
+    await service.credit_after_debt(member_id, tender.amount_fen, reason, order.order_no, conn)
 
 
 tenders.register(tenders.TenderSource("points", _capture_points, _give_back_points))

@@ -354,8 +354,18 @@ async def _refund_payment_after_close(
                 requested_by="system",
                 using_db=conn,
             )
-    except Conflict:
-        return  # another copy of this notification got here first
+    except Conflict as exc:
+        if exc.code == "ORDER_STATE_CONFLICT":
+            return  # another copy of this notification got here first
+        # A hook refused (it must not: nothing was delivered). Keep the money visible.
+        log.error(
+            "refund of a payment after close was refused",
+            extra={"out_trade_no": order.order_no, "code": exc.code},
+        )
+        await Order.filter(id=order.id).update(
+            flag=f"paid after close, refund refused ({exc.code}): an operator must act"[:255]
+        )
+        return
     await submit_refund(settings, refund.id)
 
 
