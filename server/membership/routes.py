@@ -7,7 +7,7 @@ from sanic_ext import openapi
 
 from server.infra import auth
 from server.infra.http import body, idempotency_key, query, respond, returns
-from server.membership import service
+from server.membership import service, stored_value
 from server.membership.models import StoredValuePlan
 from server.membership.schemas import (
     MembershipOut,
@@ -93,7 +93,7 @@ async def my_points(request: Request, params: PointsQuery) -> HTTPResponse:
 @body(PlanIn)
 @returns(PlanOut, status=201)
 async def create_plan(request: Request, payload: PlanIn) -> HTTPResponse:
-    plan = await service.create_plan(
+    plan = await stored_value.create_plan(
         request.ctx.principal.subject, payload.pay_fen, payload.credit_fen
     )
     return respond(_plan(plan), status=201)
@@ -102,7 +102,7 @@ async def create_plan(request: Request, payload: PlanIn) -> HTTPResponse:
 @bp.get("/stored-value/plans")
 @returns(PlanList)
 async def list_plans(request: Request) -> HTTPResponse:
-    return respond({"items": [_plan(p) for p in await service.plans()]})
+    return respond({"items": [_plan(p) for p in await stored_value.plans()]})
 
 
 @bp.post("/stored-value/top-ups")
@@ -117,7 +117,7 @@ async def top_up(request: Request, payload: TopUpIn) -> HTTPResponse:
     key = idempotency_key(request)
 
     async def work() -> tuple[int, dict]:
-        order = await service.top_up(member_id, payload.plan_id)
+        order = await stored_value.top_up(member_id, payload.plan_id)
         return 201, (await order_view(order)).model_dump(mode="json")
 
     status, answer = await run_once(

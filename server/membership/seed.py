@@ -19,7 +19,7 @@ PLANS = [(10_000, 11_000), (30_000, 34_000), (50_000, 58_000)]
 
 
 async def seed(settings: Settings, redis: Redis, progress: Any) -> None:
-    from server.membership import service
+    from server.membership import service, stored_value
     from server.membership.models import StoredValuePlan, Tier
 
     if not await Tier.exists():
@@ -27,5 +27,5 @@ async def seed(settings: Settings, redis: Redis, progress: Any) -> None:
         progress(len(TIERS))
     for pay_fen, credit_fen in PLANS:
         if not await StoredValuePlan.filter(pay_fen=pay_fen, active=True).exists():
-            await service.create_plan(None, pay_fen, credit_fen)
+            await stored_value.create_plan(None, pay_fen, credit_fen)
             progress(1)

@@ -62,6 +62,7 @@ HOOK_MODULES: list[str] = [
     "server.payments.tenders",
     "server.giftcards.service",
     "server.membership.service",
+    "server.membership.stored_value",
 ]
 
 
