@@ -473,3 +473,89 @@ async def test_a_benefit_that_cannot_be_given_never_holds_back_growth_and_points
             assert view["tier"] == "silver" and view["growth"] == 20000
     finally:
         await api.put("/api/v1/admin/membership/tiers", headers=op, json={"items": TIERS})
+
+
+# -- the member at the till ----------------------------------------------------------------------
+
+
+async def test_the_till_identifies_by_live_code_and_records_each_receipt_once(
+    api: httpx.AsyncClient,
+    ladder: Any,
+    plan: dict[str, Any],
+    store: dict[str, Any],
+    database: Settings,
+    op: dict[str, str],
+) -> None:
+    import time
+
+    from server.infra import livecodes
+    from server.membership import pos
+    from tests.conftest import TEST_SECRET
+    from tests.test_coupons import make_template, new_staff, new_store
+
+    who = await shopper(api)
+    await topped_up(api, who, plan)  # 11000 of stored value
+    template = await make_template(api, op, channel="store", store_ids=[store["store"].id])
+    claimed = await api.post(
+        f"/api/v1/coupon-center/{template['id']}/claim", headers=who["headers"]
+    )
+    assert claimed.status_code == 201, claimed.text
+    _, clerk = await new_staff(database, [store["store"]])
+    other_store = await new_store()
+    _, stranger = await new_staff(database, [other_store])
+
+    await Member.filter(id=who["member_id"]).update(nickname="张三丰")
+    code = (await api.get("/api/v1/me/member-code", headers=who["headers"])).json()
+    assert code["code"].startswith("HM1") and len(code["digits"]) == 12
+    r = await api.post("/api/v1/staff/pos/identify", headers=clerk, json={"code": code["digits"]})
+    assert r.status_code == 200, r.text
+    seen = r.json()
+    assert seen["member_id"] == who["member_id"] and seen["stored_value_fen"] == 11000
+    assert seen["name"] == "张**"  # masked: the clerk sees no full name
+    assert [c["template_id"] for c in seen["coupons"]] == [template["id"]]
+    # A clerk of another store cannot act for this one.
+    r = await api.post(
+        "/api/v1/staff/pos/identify",
+        headers=stranger,
+        json={"code": code["code"], "store_id": store["store"].id},
+    )
+    assert r.status_code == 403 and error_code(r) == "STORE_NOT_ALLOWED"
+    # A coupon's code is not a member code, and an old member code is refused.
+    stale = livecodes.sign(
+        TEST_SECRET.encode(), pos.MEMBER_CODE, who["member_id"], 0, int(time.time()) - 61
+    )
+    r = await api.post("/api/v1/staff/pos/identify", headers=clerk, json={"code": stale})
+    assert r.status_code == 410 and error_code(r) == "CODE_EXPIRED"
+    coupon_code = (
+        await api.get(
+            f"/api/v1/me/coupons/{claimed.json()['coupon']['id']}/code", headers=who["headers"]
+        )
+    ).json()["code"]
+    r = await api.post("/api/v1/staff/pos/identify", headers=clerk, json={"code": coupon_code})
+    assert r.status_code == 400 and error_code(r) == "CODE_INVALID"
+
+    sale = {
+        "code": code["code"],
+        "receipt_no": f"R{uuid.uuid4().hex[:10]}",
+        "amount_fen": 6000,
+        "pay_with": "stored_value",
+    }
+    answers = await asyncio.gather(
+        *(api.post("/api/v1/staff/pos/sales", headers=clerk, json=sale) for _ in range(5))
+    )
+    assert sorted(r.status_code for r in answers) == [200, 200, 200, 200, 201], [
+        a.text for a in answers
+    ]
+    assert len({r.json()["id"] for r in answers}) == 1  # one sale
+    view = await me(api, who)
+    assert view["stored_value_fen"] == 5000 and view["points"] == 60 and view["growth"] == 6000
+    r = await api.post("/api/v1/staff/pos/sales", headers=clerk, json={**sale, "amount_fen": 1})
+    assert r.status_code == 409 and error_code(r) == "RECEIPT_REUSED"
+    r = await api.post(
+        "/api/v1/staff/pos/sales",
+        headers=clerk,
+        json={**sale, "receipt_no": f"R{uuid.uuid4().hex[:10]}", "amount_fen": 9000},
+    )
+    assert r.status_code == 409 and error_code(r) == "STORED_VALUE_TOO_LOW"
+    assert (await me(api, who))["stored_value_fen"] == 5000
+    await assert_books_balance()

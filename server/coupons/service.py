@@ -9,11 +9,6 @@ unique per (template, member, n). A Redis that lost its keys is re-warmed from t
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import secrets
-import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,15 +30,16 @@ from server.coupons.models import (
     CouponTemplate,
     WriteOff,
 )
+from server.infra import livecodes
 from server.infra.clock import SHANGHAI, iso_local, utcnow
 from server.infra.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from server.orders import lifecycle
 from server.orders.models import OrderStatus
 
 LUA = Path(__file__).parent / "lua"
-CODE_TTL = 60  # seconds a write-off code lives
+CODE_TTL = livecodes.TTL
 CODE_PREFIX = "HD1"
-DIGITS_LEN = 12
+DIGITS_LEN = livecodes.DIGITS_LEN
 DEFAULT_REVOKE_MINUTES = 10
 
 
@@ -55,14 +51,8 @@ class LimitReached(Conflict):
     code = "LIMIT_REACHED"
 
 
-class CodeInvalid(AppError):
-    status = 400
-    code = "CODE_INVALID"
-
-
-class CodeExpired(AppError):
-    status = 410
-    code = "CODE_EXPIRED"
+CodeInvalid = livecodes.CodeInvalid
+CodeExpired = livecodes.CodeExpired
 
 
 class AlreadyUsed(Conflict):
@@ -450,50 +440,41 @@ async def get_member_coupon(member_id: int, coupon_id: int) -> Coupon:
     return c
 
 
+async def usable_in_store(member_id: int, store_id: int) -> list[dict[str, Any]]:
+    """The member's coupons a clerk of this store could write off now (what the till shows)."""
+    now = utcnow()
+    rows = await (
+        Coupon.filter(
+            member_id=member_id,
+            status=CouponStatus.UNUSED,
+            valid_from__lte=now,
+            valid_until__gt=now,
+        )
+        .exclude(template__channel=Channel.ONLINE)
+        .prefetch_related("template")
+        .order_by("valid_until")
+        .limit(100)
+    )
+    return [
+        coupon_out(c, c.template, now)
+        for c in rows
+        if not c.template.store_ids or store_id in c.template.store_ids
+    ]
+
+
 # -- live write-off codes ------------------------------------------------------------------
 
 
-def _code_key(secret: bytes) -> bytes:
-    return hmac.new(secret, b"haodian/coupon-write-off-code/v1", hashlib.sha256).digest()
+COUPON_CODE = livecodes.CodeKind(CODE_PREFIX, b"haodian/coupon-write-off-code/v1", "coupon code")
 
 
 def sign_code(secret: bytes, coupon_id: int, member_id: int, issued_at: int | None = None) -> str:
-    """HD1 + base32(coupon id, member id, issue time, 96-bit HMAC): QR alphanumeric mode."""
-    issued_at = int(time.time()) if issued_at is None else issued_at
-    payload = struct.pack(">QQI", coupon_id, member_id, issued_at)
-    sig = hmac.new(_code_key(secret), payload, hashlib.sha256).digest()[:12]
-    return CODE_PREFIX + base64.b32encode(payload + sig).decode().rstrip("=")
+    return livecodes.sign(secret, COUPON_CODE, coupon_id, member_id, issued_at)
 
 
 def verify_code(secret: bytes, code: str, now: float | None = None) -> tuple[int, int, int]:
     """(coupon_id, member_id, issued_at) of a genuine, live code; CODE_INVALID / CODE_EXPIRED."""
-    code = code.strip().upper()
-    if not code.startswith(CODE_PREFIX):
-        raise CodeInvalid("this is not a coupon code")
-    body = code[len(CODE_PREFIX) :]
-    try:
-        raw = base64.b32decode(body + "=" * (-len(body) % 8))
-    except (ValueError, TypeError):
-        raise CodeInvalid("the code is damaged; ask the shopper to refresh it") from None
-    if len(raw) != 32:
-        raise CodeInvalid("the code is damaged; ask the shopper to refresh it")
-    payload, sig = raw[:20], raw[20:]
-    good = hmac.new(_code_key(secret), payload, hashlib.sha256).digest()[:12]
-    if not hmac.compare_digest(sig, good):
-        raise CodeInvalid("the code's signature does not match: not a code we issued")
-    coupon_id, member_id, issued_at = struct.unpack(">QQI", payload)
-    now = time.time() if now is None else now
-    if issued_at > now + 5:
-        raise CodeInvalid("the code is from the future")
-    if now - issued_at > CODE_TTL:
-        raise CodeExpired(
-            "the code has expired (codes live 60 s); ask the shopper to show the live code"
-        )
-    return coupon_id, member_id, issued_at
-
-
-def _digits_key(digits: str) -> str:
-    return f"cpd:{digits}"
+    return livecodes.verify(secret, COUPON_CODE, code, now)
 
 
 async def issue_code(redis: Any, secret: bytes, member_id: int, coupon_id: int) -> dict[str, Any]:
@@ -509,24 +490,11 @@ async def issue_code(redis: Any, secret: bytes, member_id: int, coupon_id: int) 
         raise Conflict("this coupon was taken back", code="COUPON_VOID")
     if c.template.channel == Channel.ONLINE:
         raise Conflict("this coupon is for online orders only", code="COUPON_NOT_FOR_STORE")
-    code = sign_code(secret, c.id, member_id)
-    for _ in range(5):
-        digits = "".join(secrets.choice("0123456789") for _ in range(DIGITS_LEN))
-        if await redis.set(_digits_key(digits), code, ex=CODE_TTL, nx=True):
-            break
-    return {"code": code, "digits": digits, "expires_in": CODE_TTL}
+    return await livecodes.issue(redis, sign_code(secret, c.id, member_id))
 
 
 async def resolve_code(redis: Any, text: str) -> str:
-    text = text.strip().replace(" ", "").replace("-", "")
-    if text.isdigit():
-        if len(text) != DIGITS_LEN:
-            raise CodeInvalid(f"a typed code has {DIGITS_LEN} digits")
-        code = await redis.get(_digits_key(text))
-        if code is None:
-            raise CodeInvalid("no live code has these digits (they last 60 s)")
-        return code
-    return text
+    return await livecodes.resolve(redis, text)
 
 
 # -- staff -------------------------------------------------------------------------------

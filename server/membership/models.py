@@ -119,3 +119,19 @@ class PointsRedemption(TimestampedModel):
 
     class Meta:
         table = "points_redemption"
+
+
+class PosSale(TimestampedModel):
+    """A purchase at a store's till by an identified member: once per (store, receipt)."""
+
+    store_id = fields.BigIntField()
+    receipt_no = fields.CharField(max_length=40)
+    member_id = fields.BigIntField(db_index=True)
+    staff_id = fields.BigIntField()
+    amount_fen = fields.IntField()
+    pay_with = fields.CharField(max_length=16)  # cash | stored_value
+    points = fields.IntField(default=0)
+
+    class Meta:
+        table = "membership_pos_sale"
+        unique_together = (("store_id", "receipt_no"),)

@@ -7,9 +7,12 @@ from sanic_ext import openapi
 
 from server.infra import auth
 from server.infra.http import body, idempotency_key, query, respond, returns
-from server.membership import service, stored_value
+from server.membership import pos, service, stored_value
 from server.membership.models import StoredValuePlan
 from server.membership.schemas import (
+    IdentifiedOut,
+    IdentifyIn,
+    MemberCodeOut,
     MembershipOut,
     PlanIn,
     PlanList,
@@ -21,6 +24,8 @@ from server.membership.schemas import (
     RewardIn,
     RewardList,
     RewardOut,
+    SaleIn,
+    SaleOut,
     TierList,
     TiersIn,
     TopUpIn,
@@ -169,3 +174,55 @@ async def redeem(request: Request, payload: RedeemIn) -> HTTPResponse:
         f"member:{member_id}:POST /points/redemptions", key, payload.model_dump(mode="json"), work
     )
     return respond(answer, status=status)
+
+
+# -- the member at the till ----------------------------------------------------------------------
+
+
+@bp.get("/me/member-code")
+@auth.authenticated("member")
+@returns(MemberCodeOut)
+async def my_member_code(request: Request) -> HTTPResponse:
+    """The live member code to show at the till (refresh it before it expires)."""
+    ctx = request.app.ctx
+    out = await pos.member_code(ctx.redis, ctx.settings.secret, request.ctx.principal.subject)
+    return respond(out)
+
+
+@bp.post("/staff/pos/identify")
+@auth.authenticated("staff")
+@body(IdentifyIn)
+@returns(IdentifiedOut)
+async def identify(request: Request, payload: IdentifyIn) -> HTTPResponse:
+    """Who this member code belongs to: masked name, tier, points, stored value, and the
+    coupons they can use at this store."""
+    ctx = request.app.ctx
+    out = await pos.identify(
+        ctx.redis,
+        ctx.settings.secret,
+        request.ctx.principal.subject,
+        payload.code,
+        payload.store_id,
+    )
+    return respond(out)
+
+
+@bp.post("/staff/pos/sales")
+@auth.authenticated("staff")
+@body(SaleIn)
+@returns(SaleOut, status=201)
+async def record_sale(request: Request, payload: SaleIn) -> HTTPResponse:
+    """Record a till purchase for the identified member (once per store and receipt: the same
+    receipt again answers 200 with the first sale)."""
+    ctx = request.app.ctx
+    sale, created = await pos.record_sale(
+        ctx.redis,
+        ctx.settings.secret,
+        request.ctx.principal.subject,
+        text=payload.code,
+        store_id=payload.store_id,
+        receipt_no=payload.receipt_no,
+        amount_fen=payload.amount_fen,
+        pay_with=payload.pay_with,
+    )
+    return respond(await pos.sale_view(sale), status=201 if created else 200)

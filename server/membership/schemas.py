@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -106,3 +107,49 @@ class RedemptionOut(BaseModel):
     reward_id: int
     points: int
     coupon_id: int | None
+
+
+class MemberCodeOut(BaseModel):
+    code: str = Field(description="show as a QR code; lives 60 s")
+    digits: str = Field(description="12 digits a clerk can type instead")
+    expires_in: int
+
+
+class IdentifyIn(BaseModel):
+    code: str = Field(min_length=1, max_length=80, description="scanned code or its 12 digits")
+    store_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="when at several")
+
+
+class TillCouponOut(BaseModel):
+    id: int
+    template_id: int
+    name: str
+
+
+class IdentifiedOut(BaseModel):
+    member_id: int
+    name: str = Field(description="masked")
+    tier: str
+    points: int
+    stored_value_fen: int
+    store_id: int
+    coupons: list[TillCouponOut] = Field(description="usable at this store now")
+
+
+class SaleIn(BaseModel):
+    code: str = Field(min_length=1, max_length=80)
+    store_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    receipt_no: str = Field(pattern=r"^[0-9A-Za-z_-]{1,40}$")
+    amount_fen: int = Field(ge=1, le=100_000_000)
+    pay_with: Literal["cash", "stored_value"]
+
+
+class SaleOut(BaseModel):
+    id: int
+    store_id: int
+    receipt_no: str
+    member_id: int
+    amount_fen: int
+    pay_with: str
+    points: int = Field(description="points the sale earned")
+    stored_value_fen: int = Field(description="the member's stored value after it")

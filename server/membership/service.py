@@ -162,7 +162,7 @@ async def growth(member_id: int, now: datetime | None = None, connection: Any = 
     return int((row[0]["total"] if row else 0) or 0)
 
 
-async def _upgrade(member_id: int, ref: str, conn: Any) -> None:
+async def upgrade(member_id: int, ref: str, conn: Any) -> None:
     """Upgrade at once when growth crosses a threshold (never down here)."""
     ladder = await tiers()
     member = await Member.filter(id=member_id).select_for_update().using_db(conn).get()
@@ -321,7 +321,7 @@ def _earning_fen(order: Order, paid_by: list[Any]) -> int:
     return sum(t.amount_fen for t in paid_by if TENDER_EARNS.get(t.kind, False))
 
 
-async def _points_for(member_id: int, fen: int, conn: Any) -> int:
+async def points_for(member_id: int, fen: int, conn: Any) -> int:
     member = await Member.get(id=member_id).using_db(conn)
     ladder = await tiers()
     tier = ladder[_rank(ladder, member.tier)]
@@ -380,9 +380,9 @@ async def earn_for_order(order_no: str) -> int:
         except IntegrityError:
             return 0
         credited = await credit_after_debt(
-            member_id, await _points_for(member_id, fen, conn), "earn", f"order:{order_no}", conn
+            member_id, await points_for(member_id, fen, conn), "earn", f"order:{order_no}", conn
         )
-        await _upgrade(member_id, order_no, conn)
+        await upgrade(member_id, order_no, conn)
     return credited
 
 
@@ -584,13 +584,14 @@ identity.register_member_owned(GrowthEvent, "member_id")
 identity.register_member_owned(TierChange, "member_id")
 identity.register_member_owned(PointsLot, "member_id")
 identity.register_member_owned(PointsRedemption, "member_id")
+identity.register_member_owned("membership.PosSale", "member_id")
 identity.register_member_owned(BenefitGrant, "member_id", mover=move_member_grants)
 
 
 async def _after_merge(from_id: int, into_id: int) -> None:
     """Two members' growth together may reach a higher tier at once."""
     async with in_transaction() as conn:
-        await _upgrade(into_id, f"merge:{from_id}", conn)
+        await upgrade(into_id, f"merge:{from_id}", conn)
 
 
 identity.on_member_merged(_after_merge)

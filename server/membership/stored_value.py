@@ -4,6 +4,8 @@ tender (tenders.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from server.infra.errors import Conflict, NotFound, ValidationFailed
 from server.infra.models import is_id
 from server.ledger import service as ledger
@@ -95,3 +97,32 @@ async def _take_top_up_back(move: lifecycle.Move) -> None:
             "this top-up has been spent in part; it can no longer be refunded",
             code="STORED_VALUE_IN_USE",
         ) from None
+
+
+async def spend(member_id: int, fen: int, reference: str, conn: Any) -> list[tuple[str, int]]:
+    """Take `fen` of stored value for `reference` (an order, a till receipt): from principal
+    and bonus in proportion to what each holds (the bonus share rounded down), both rows
+    locked in id order first. [("principal" | "bonus", fen)], what each gave."""
+    principal = await ledger.member_account(PRINCIPAL, member_id, connection=conn)
+    bonus = await ledger.member_account(BONUS, member_id, connection=conn)
+    held = {
+        a.id: int((await ledger.lock(a.id, conn)).balance)
+        for a in sorted([principal, bonus], key=lambda a: a.id)
+    }
+    total = held[principal.id] + held[bonus.id]
+    if total < fen:
+        raise Conflict(
+            "not enough stored value for this",
+            code="STORED_VALUE_TOO_LOW",
+            details={"available_fen": total, "asked_fen": fen},
+        )
+    from_bonus = fen * held[bonus.id] // total if total else 0
+    out = []
+    for ref, account_id, amount in (
+        ("principal", principal.id, fen - from_bonus),
+        ("bonus", bonus.id, from_bonus),
+    ):
+        if amount > 0:
+            await ledger.post(account_id, -amount, "spend", reference, connection=conn)
+            out.append((ref, amount))
+    return out

@@ -1,7 +1,7 @@
-"""Stored value as a tender of `/orders/{no}/pay` (registered with payments.tenders).
+"""Stored value and points as tenders of `/orders/{no}/pay` (registered with payments.tenders).
 
-A spend takes from principal and bonus in proportion to what each holds (the bonus share
-rounded down), as two tenders, so a refund gives each account back exactly its part."""
+A stored-value spend (`stored_value.spend`) takes from principal and bonus in proportion, as
+two tenders, so a refund gives each account back exactly its part."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from server.infra.errors import Conflict
 from server.ledger import service as ledger
-from server.membership import service
+from server.membership import service, stored_value
 from server.membership.service import BONUS, PRINCIPAL
 from server.orders.models import Order, OrderKind
 from server.payments import tenders
@@ -28,28 +28,11 @@ async def _capture(
         )
     member_id = int(order.member_id)  # type: ignore[attr-defined]
     want = min(int(asked["fen"]), left)
-    principal = await ledger.member_account(PRINCIPAL, member_id, connection=conn)
-    bonus = await ledger.member_account(BONUS, member_id, connection=conn)
-    # Both rows locked, in id order, before reading what they hold.
-    held = {
-        a.id: int((await ledger.lock(a.id, conn)).balance)
-        for a in sorted([principal, bonus], key=lambda a: a.id)
-    }
-    total = held[principal.id] + held[bonus.id]
-    if total < want:
-        raise Conflict(
-            "not enough stored value for this",
-            code="STORED_VALUE_TOO_LOW",
-            details={"available_fen": total, "asked_fen": want},
-        )
-    from_bonus = want * held[bonus.id] // total if total else 0
-    parts = [("principal", principal.id, want - from_bonus), ("bonus", bonus.id, from_bonus)]
-    out = []
-    for ref, account_id, amount in parts:
-        if amount > 0:
-            await ledger.post(account_id, -amount, "spend", order.order_no, connection=conn)
-            out.append(tenders.Captured(ref, amount, "储值" if ref == "principal" else "储值赠送"))
-    return out
+    parts = await stored_value.spend(member_id, want, order.order_no, conn)
+    return [
+        tenders.Captured(ref, amount, "储值" if ref == "principal" else "储值赠送")
+        for ref, amount in parts
+    ]
 
 
 async def _give_back(order: Order, tender: Tender, why: str, conn: Any) -> None:

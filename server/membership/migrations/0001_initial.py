@@ -82,6 +82,23 @@ class Migration(migrations.Migration):
             bases=['TimestampedModel'],
         ),
         ops.CreateModel(
+            name='PosSale',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('store_id', fields.BigIntField()),
+                ('receipt_no', fields.CharField(max_length=40)),
+                ('member_id', fields.BigIntField(db_index=True)),
+                ('staff_id', fields.BigIntField()),
+                ('amount_fen', fields.IntField()),
+                ('pay_with', fields.CharField(max_length=16)),
+                ('points', fields.IntField(default=0)),
+            ],
+            options={'table': 'membership_pos_sale', 'app': 'membership', 'unique_together': (('store_id', 'receipt_no'),), 'pk_attr': 'id', 'table_description': "A purchase at a store's till by an identified member: once per (store, receipt)."},
+            bases=['TimestampedModel'],
+        ),
+        ops.CreateModel(
             name='StoredValuePlan',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
