@@ -121,3 +121,69 @@ async def test_scanner_page_sign_in_scan_and_already_used(
     await page.keyboard.press("Enter")
     await page.wait_for_function("document.querySelectorAll('#list tr').length === 2")
     assert "ok" in (await page.get_attribute("#result", "class") or "")
+
+
+async def test_member_tab_identifies_the_member_and_records_a_sale_paid_with_stored_value(
+    api: httpx.AsyncClient, server: ServerProcess, database: Settings, browser: Any, tmp_path: Path
+) -> None:
+    from server.identity.models import Member
+    from server.ledger import service as ledger
+    from server.membership import service as membership
+    from tests.test_orders_payments import PAY, shopper
+
+    store = await new_store()
+    staff, _ = await new_staff(database, [store], password="counter-pass-2")
+    op = await operator_headers(database)
+    plan = (
+        await api.post(
+            "/api/v1/admin/stored-value/plans",
+            headers=op,
+            json={"pay_fen": 5000, "credit_fen": 5000},
+        )
+    ).json()
+    who = await shopper(api)
+    await Member.filter(id=who["member_id"]).update(nickname="李小龙")
+    top = (
+        await api.post(
+            "/api/v1/stored-value/top-ups",
+            headers={**who["headers"], "idempotency-key": f"k{time.time_ns()}"},
+            json={"plan_id": plan["id"]},
+        )
+    ).json()["order_no"]
+    await api.post(f"/api/v1/orders/{top}/pay", headers=who["headers"], json={})
+    assert (await api.post(f"{PAY}/{top}/complete?wait=1")).json()["notify_status"] == 204
+    code = (await api.get("/api/v1/me/member-code", headers=who["headers"])).json()["code"]
+
+    page = await browser.new_page()
+    await page.goto(server.base_url + "/staff/scan")
+    await page.fill("#username", staff.username)
+    await page.fill("#password", "counter-pass-2")
+    await page.click("#login-btn")
+    await page.wait_for_selector("#code", state="visible")
+    await page.keyboard.type(code)  # a member code switches to the member tab by itself
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#member-card", state="visible")
+    info = await page.text_content("#member-info") or ""
+    assert "李**" in info and "¥50.00" in info
+    assert "on" in (await page.get_attribute("#tab-member", "class") or "")
+    assert await page.evaluate("document.activeElement.id") == "receipt"
+    await page.fill("#receipt", f"T{time.time_ns()}")
+    await page.fill("#amount", "12.34")
+    await page.select_option("#pay-with", "stored_value")
+    await page.click("#sale-btn")
+    await page.wait_for_function(
+        "document.querySelector('#sale-result').textContent.startsWith('Recorded')"
+    )
+    text = await page.text_content("#sale-result") or ""
+    assert "¥12.34" in text and "+12 points" in text and "¥37.66" in text
+    await page.screenshot(path=str(tmp_path / "member-sale.png"))
+    # The same receipt again (a double click): recorded once.
+    await page.click("#sale-btn")
+    await page.wait_for_function(
+        "document.querySelector('#sale-result').textContent.startsWith('Already recorded')"
+    )
+    assert (
+        await ledger.member_balance(membership.PRINCIPAL, who["member_id"])
+        + (await ledger.member_balance(membership.BONUS, who["member_id"]))
+        == 3766
+    )
