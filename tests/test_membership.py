@@ -559,3 +559,62 @@ async def test_the_till_identifies_by_live_code_and_records_each_receipt_once(
     assert r.status_code == 409 and error_code(r) == "STORED_VALUE_TOO_LOW"
     assert (await me(api, who))["stored_value_fen"] == 5000
     await assert_books_balance()
+
+
+# -- birthdays -------------------------------------------------------------------------------------
+
+
+async def test_the_birthday_pack_comes_once_on_the_day_and_29_february_on_28_february(
+    api: httpx.AsyncClient, ladder: Any, op: dict[str, str], worker_env: outbox.Env
+) -> None:
+    from datetime import date
+
+    from server.coupons.models import Coupon
+    from server.membership import birthday
+    from tests.test_coupons import make_template
+    from tests.test_orders_payments import SANDBOX
+
+    a = await make_template(api, op, name="生日蛋糕券", total=1000, per_member_limit=5)
+    b = await make_template(api, op, name="生日饮品券", total=1000, per_member_limit=5)
+    r = await api.put(
+        "/api/v1/admin/membership/birthday-pack",
+        headers=op,
+        json={"template_ids": [a["id"], b["id"]]},
+    )
+    assert r.status_code == 200 and r.json()["template_ids"] == [a["id"], b["id"]]
+
+    today = utcnow().astimezone(SHANGHAI).date()
+    who = await shopper(api)
+    await api.post(
+        f"{SANDBOX}/users/{who['openid']}/subscriptions",
+        json={"template_id": "sandbox-birthday_gift"},
+    )
+    born = date(1992, today.month, today.day)
+    r = await api.patch("/api/v1/me", headers=who["headers"], json={"birthday": born.isoformat()})
+    assert r.status_code == 200, r.text
+    first, again = await birthday.give_packs(), await birthday.give_packs()
+    assert first["packs"] >= 1 and again["packs"] == 0
+    mine = await Coupon.filter(member_id=who["member_id"]).values_list("template_id", flat=True)
+    assert sorted(mine) == sorted([a["id"], b["id"]])  # one pack
+    await drain(worker_env)
+    msgs = (await api.get(f"{SANDBOX}/users/{who['openid']}/messages")).json()["items"]
+    assert len([m for m in msgs if m["template_id"] == "sandbox-birthday_gift"]) == 1
+
+    # Born on 29 February: in a common year the pack comes on 28 February.
+    leapling = await shopper(api)
+    r = await api.patch("/api/v1/me", headers=leapling["headers"], json={"birthday": "2000-02-29"})
+    assert r.status_code == 200
+    feb28 = datetime(2027, 2, 28, 12, tzinfo=SHANGHAI)
+    assert (await birthday.give_packs(now=feb28))["packs"] >= 1
+    assert await Coupon.filter(member_id=leapling["member_id"]).count() == 2
+    mar1 = datetime(2027, 3, 1, 12, tzinfo=SHANGHAI)
+    await birthday.give_packs(now=mar1)
+    assert await Coupon.filter(member_id=leapling["member_id"]).count() == 2
+
+    # The birthday can change once a year at most.
+    r = await api.patch("/api/v1/me", headers=who["headers"], json={"birthday": "1992-01-01"})
+    assert r.status_code == 409 and error_code(r) == "BIRTHDAY_LOCKED"
+    await Member.filter(id=who["member_id"]).update(birthday_set_at=utcnow() - timedelta(days=366))
+    r = await api.patch("/api/v1/me", headers=who["headers"], json={"birthday": "1992-01-01"})
+    assert r.status_code == 200 and r.json()["birthday"] == "1992-01-01"
+    assert (await Member.get(id=who["member_id"])).birthday_md == "0101"

@@ -39,6 +39,8 @@ class Member(TimestampedModel):
     nickname = fields.CharField(max_length=64, default="")
     avatar_url = fields.CharField(max_length=512, default="")
     birthday = fields.DateField(null=True)
+    birthday_md = fields.CharField(max_length=4, null=True, db_index=True)  # "MMDD": the daily job
+    birthday_set_at = fields.DatetimeField(null=True)  # changed at most once a year
     gender = fields.IntEnumField(Gender, default=Gender.UNKNOWN)
     phone_sealed = fields.TextField(null=True)
     phone_hash = fields.CharField(max_length=64, null=True, db_index=True)

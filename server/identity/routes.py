@@ -178,7 +178,8 @@ async def me(request: Request) -> HTTPResponse:
 @returns(MemberOut)
 async def patch_me(request: Request, payload: MePatch) -> HTTPResponse:
     """Change nickname (1-32 characters, checked by WeChat moderation), avatar_url (https),
-    birthday (once), gender (0 unknown, 1 male, 2 female)."""
+    birthday (at most once a year: it decides when the birthday pack comes), gender (0 unknown,
+    1 male, 2 female)."""
     principal = request.ctx.principal
     member = await service.update_profile(
         client_for(request.app.ctx),

@@ -20,6 +20,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -57,6 +58,7 @@ from server.wechat.client import Session, WeChatClient
 log = logging.getLogger("haodian.identity")
 
 OPERATOR_ROLES = ("admin", "marketing", "store_ops")
+BIRTHDAY_LOCK = timedelta(days=365)
 
 
 # ================================================================================================
@@ -500,16 +502,33 @@ async def update_profile(
         member.nickname = nickname
     if "avatar_url" in changes and changes["avatar_url"] is not None:
         member.avatar_url = changes["avatar_url"]
-    if "birthday" in changes and changes["birthday"] is not None:
-        if member.birthday is not None and member.birthday != changes["birthday"]:
+    birthday = changes.get("birthday")
+    if birthday is not None and birthday != member.birthday:
+        # Once a year at most: it decides when the birthday pack comes.
+        since = member.birthday_set_at
+        if member.birthday is not None and since is not None and utcnow() - since < BIRTHDAY_LOCK:
             raise Conflict(
-                "the birthday is set already and cannot be changed", code="BIRTHDAY_LOCKED"
+                "the birthday can be changed once a year",
+                code="BIRTHDAY_LOCKED",
+                details={"changeable_from": (since + BIRTHDAY_LOCK).isoformat()},
             )
-        member.birthday = changes["birthday"]
+        member.birthday = birthday
+        member.birthday_md = f"{birthday:%m%d}"
+        member.birthday_set_at = utcnow()
     if changes.get("gender") is not None:
         member.gender = Gender(changes["gender"])
     # Only the profile columns: points and the rest may be changing under us.
-    await member.save(update_fields=["nickname", "avatar_url", "birthday", "gender", "updated_at"])
+    await member.save(
+        update_fields=[
+            "nickname",
+            "avatar_url",
+            "birthday",
+            "birthday_md",
+            "birthday_set_at",
+            "gender",
+            "updated_at",
+        ]
+    )
     return member
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from arq import cron
 
-from server.membership import service
+from server.membership import birthday, service
 
 log = logging.getLogger("haodian.membership")
 
@@ -26,10 +26,19 @@ async def points_expiry(ctx: dict[str, Any]) -> dict[str, int]:
     return {"lots": done}
 
 
-functions: list[Any] = [membership_monthly_review, points_expiry]
+async def birthday_packs(ctx: dict[str, Any]) -> dict[str, int]:
+    counts = await birthday.give_packs()
+    if counts["packs"]:
+        log.info("birthday packs", extra=counts)
+    return counts
+
+
+functions: list[Any] = [membership_monthly_review, points_expiry, birthday_packs]
 cron_jobs: list[Any] = [
     # Schedules are Asia/Shanghai (infra.jobs): the review on the 1st just after midnight,
     # lots (which expire at midnight) swept every hour, idempotently.
     cron(membership_monthly_review, day=1, hour=0, minute=10, second=0, unique=True, timeout=3600),
     cron(points_expiry, minute=5, second=0, unique=True, timeout=3600),
+    # Birthdays: just after midnight, and again in the morning in case a worker was down.
+    cron(birthday_packs, hour={0, 9}, minute=20, second=0, unique=True, timeout=3600),
 ]

@@ -135,3 +135,24 @@ class PosSale(TimestampedModel):
     class Meta:
         table = "membership_pos_sale"
         unique_together = (("store_id", "receipt_no"),)
+
+
+class MembershipSetting(TimestampedModel):
+    """Operators' membership settings that are not tiers (e.g. "birthday_pack")."""
+
+    key = fields.CharField(max_length=32, unique=True)
+    value = fields.JSONField(default=dict)
+
+    class Meta:
+        table = "membership_setting"
+
+
+class BirthdayGrant(TimestampedModel):
+    """The birthday pack went to a member for a year: once per (member, year)."""
+
+    member_id = fields.BigIntField()
+    year = fields.IntField()
+
+    class Meta:
+        table = "membership_birthday_grant"
+        unique_together = (("member_id", "year"),)

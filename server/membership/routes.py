@@ -7,9 +7,11 @@ from sanic_ext import openapi
 
 from server.infra import auth
 from server.infra.http import body, idempotency_key, query, respond, returns
-from server.membership import pos, service, stored_value
+from server.membership import birthday, pos, service, stored_value
 from server.membership.models import StoredValuePlan
 from server.membership.schemas import (
+    BirthdayPackIn,
+    BirthdayPackOut,
     IdentifiedOut,
     IdentifyIn,
     MemberCodeOut,
@@ -60,6 +62,22 @@ async def put_tiers(request: Request, payload: TiersIn) -> HTTPResponse:
     """Replace the tier ladder (one tier at growth 0)."""
     items = await service.replace_tiers([i.model_dump() for i in payload.items])
     return respond({"items": [service.tier_view(t) for t in items]})
+
+
+@bp.get("/admin/membership/birthday-pack")
+@auth.authenticated("operator")
+@returns(BirthdayPackOut)
+async def get_birthday_pack(request: Request) -> HTTPResponse:
+    return respond({"template_ids": await birthday.pack_templates()})
+
+
+@bp.put("/admin/membership/birthday-pack")
+@auth.authenticated("operator", roles=["admin", "marketing"])
+@body(BirthdayPackIn)
+@returns(BirthdayPackOut)
+async def put_birthday_pack(request: Request, payload: BirthdayPackIn) -> HTTPResponse:
+    """The coupons every member gets on their birthday (once a year)."""
+    return respond({"template_ids": await birthday.set_pack(payload.template_ids)})
 
 
 @bp.get("/me/membership")

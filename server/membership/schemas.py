@@ -109,6 +109,14 @@ class RedemptionOut(BaseModel):
     coupon_id: int | None
 
 
+class BirthdayPackIn(BaseModel):
+    template_ids: list[int] = Field(max_length=10, description="coupon templates in the pack")
+
+
+class BirthdayPackOut(BaseModel):
+    template_ids: list[int]
+
+
 class MemberCodeOut(BaseModel):
     code: str = Field(description="show as a QR code; lives 60 s")
     digits: str = Field(description="12 digits a clerk can type instead")

@@ -67,6 +67,7 @@ HANDLER_MODULES: list[str] = [
     "server.giftcards.gifts",
     "server.giftcards.printed",
     "server.membership.service",
+    "server.membership.birthday",
 ]
 
 

@@ -24,6 +24,18 @@ class Migration(migrations.Migration):
             bases=['TimestampedModel'],
         ),
         ops.CreateModel(
+            name='BirthdayGrant',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('member_id', fields.BigIntField()),
+                ('year', fields.IntField()),
+            ],
+            options={'table': 'membership_birthday_grant', 'app': 'membership', 'unique_together': (('member_id', 'year'),), 'pk_attr': 'id', 'table_description': 'The birthday pack went to a member for a year: once per (member, year).'},
+            bases=['TimestampedModel'],
+        ),
+        ops.CreateModel(
             name='GrowthEvent',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
@@ -36,6 +48,18 @@ class Migration(migrations.Migration):
                 ('at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'membership_growth', 'app': 'membership', 'unique_together': (('kind', 'ref'),), 'indexes': [Index(fields=['member_id', 'at'])], 'pk_attr': 'id', 'table_description': 'Fen a member paid (+) or got back (-), once per fact: growth is the sum of the last 12'},
+            bases=['TimestampedModel'],
+        ),
+        ops.CreateModel(
+            name='MembershipSetting',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('key', fields.CharField(unique=True, max_length=32)),
+                ('value', fields.JSONField(default=dict, encoder=JSON_DUMPS, decoder=loads)),
+            ],
+            options={'table': 'membership_setting', 'app': 'membership', 'pk_attr': 'id', 'table_description': 'Operators\' membership settings that are not tiers (e.g. "birthday_pack").'},
             bases=['TimestampedModel'],
         ),
         ops.CreateModel(
