@@ -618,3 +618,98 @@ async def test_the_birthday_pack_comes_once_on_the_day_and_29_february_on_28_feb
     r = await api.patch("/api/v1/me", headers=who["headers"], json={"birthday": "1992-01-01"})
     assert r.status_code == 200 and r.json()["birthday"] == "1992-01-01"
     assert (await Member.get(id=who["member_id"])).birthday_md == "0101"
+
+
+# -- segments and RFM ----------------------------------------------------------------------------
+
+
+async def test_a_segment_holds_exactly_who_its_rule_says_and_targets_a_coupon(
+    api: httpx.AsyncClient,
+    ladder: Any,
+    store: dict[str, Any],
+    worker_env: outbox.Env,
+    op: dict[str, str],
+) -> None:
+    from server.catalog.models import Category, Product, Sku, StoreSku
+    from server.membership.models import MemberRfm
+    from tests.test_coupons import make_template
+
+    cat = await Category.create(name=f"seg-{uuid.uuid4().hex[:6]}")
+    prod = await Product.create(category=cat, name="Spicy tofu")
+    sku = await Sku.create(product=prod, name="Spicy tofu 200g", price_fen=1000)
+    await StoreSku.create(store=store["store"], sku=sku, stock=10_000)
+
+    async def bought(who: dict[str, Any], times: int, sku_id: int) -> None:
+        for _ in range(times):
+            r = await api.post(
+                "/api/v1/orders",
+                headers=keyed(who["headers"]),
+                json={"store_id": store["store"].id, "items": [{"sku_id": sku_id, "quantity": 1}]},
+            )
+            await pay_wechat(api, who, r.json()["order_no"])
+            await complete(api, r.json()["order_no"])
+
+    regular, twice, elsewhere = await shopper(api), await shopper(api), await shopper(api)
+    await bought(regular, 3, sku.id)
+    await bought(twice, 2, sku.id)
+    await bought(elsewhere, 3, store["sku"].id)  # as often, another category
+    await drain(worker_env)
+
+    r = await api.post(
+        "/api/v1/admin/segments",
+        headers=op,
+        json={
+            "name": "tofu regulars",
+            "rule": {"type": "bought_category", "category_id": cat.id, "min_times": 3, "days": 90},
+        },
+    )
+    assert r.status_code == 201, r.text
+    segment = r.json()
+    assert segment["size"] == 1
+    from server.membership import segments
+
+    assert await segments.members(segment["id"]) == [regular["member_id"]]
+    shown = await api.get(f"/api/v1/admin/segments/{segment['id']}", headers=op)
+    assert shown.json()["size"] == 1
+    bad = await api.post(
+        "/api/v1/admin/segments", headers=op, json={"name": "x", "rule": {"type": "nonsense"}}
+    )
+    assert bad.status_code == 422
+
+    template = await make_template(api, op, name="tofu lovers", audience_segment_id=segment["id"])
+    r = await api.post(f"/api/v1/coupon-center/{template['id']}/claim", headers=regular["headers"])
+    assert r.status_code == 201, r.text
+    for outsider in (twice, elsewhere):
+        r = await api.post(
+            f"/api/v1/coupon-center/{template['id']}/claim", headers=outsider["headers"]
+        )
+        assert r.status_code == 409 and error_code(r) == "CLAIM_NOT_FOR_YOU"
+    campaign = await make_template(api, op, name="tofu campaign", in_center=False)
+    r = await api.post(
+        "/api/v1/admin/coupon-issuances",
+        headers=op,
+        json={"template_id": campaign["id"], "audience_segment_id": segment["id"]},
+    )
+    assert r.status_code == 202 and r.json()["total"] == 1
+
+    # RFM: frequency ranks the three; an order later, the incremental run sees it.
+    await segments.compute_rfm()
+    rfm = {
+        row.member_id: row
+        for row in await MemberRfm.filter(member_id__in=[regular["member_id"], twice["member_id"]])
+    }
+    assert rfm[regular["member_id"]].frequency == 3 and rfm[twice["member_id"]].frequency == 2
+    assert rfm[regular["member_id"]].f >= rfm[twice["member_id"]].f
+    await bought(twice, 2, sku.id)
+    await drain(worker_env)
+    await segments.compute_rfm()
+    assert (await MemberRfm.get(member_id=twice["member_id"])).frequency == 4
+    r = await api.post(f"/api/v1/admin/segments/{segment['id']}/refresh", headers=op)
+    assert r.json()["size"] == 2
+    spent = await api.post(
+        "/api/v1/admin/segments",
+        headers=op,
+        json={"name": "big spenders", "rule": {"type": "spent", "min_fen": 4000, "days": 30}},
+    )
+    assert twice["member_id"] in await segments.members(spent.json()["id"])
+    assert regular["member_id"] not in await segments.members(spent.json()["id"])

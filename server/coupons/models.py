@@ -55,6 +55,7 @@ class CouponTemplate(TimestampedModel):
     sku_ids: list[int] = fields.JSONField(default=list)  # type: ignore[assignment]  # [] = all
     category_ids: list[int] = fields.JSONField(default=list)  # type: ignore[assignment]
     audience_tiers: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
+    audience_segment_id = fields.BigIntField(null=True)  # only members of this segment
     in_center = fields.BooleanField(default=True)  # listed in the coupon centre
     # Only another domain grants these (group-buy vouchers): never claimed in the centre nor
     # sent by a campaign, so their units stay for the grants they were made for.

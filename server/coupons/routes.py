@@ -81,7 +81,10 @@ async def template_stats(request: Request, template_id: int) -> HTTPResponse:
 async def create_issuance(request: Request, payload: s.IssuanceIn) -> HTTPResponse:
     """Send a template to a list of members in the background; poll the returned id."""
     i = await service.create_issuance(
-        payload.template_id, payload.member_ids, request.ctx.principal.subject
+        payload.template_id,
+        payload.member_ids,
+        request.ctx.principal.subject,
+        segment_id=payload.audience_segment_id,
     )
     await request.app.ctx.jobs.enqueue_job("issue_coupons", i.id, _job_id=f"cp-issuance:{i.id}")
     return respond(service.issuance_out(i), status=202)

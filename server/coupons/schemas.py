@@ -33,6 +33,9 @@ class TemplateIn(BaseModel):
     sku_ids: list[int] = Field(default_factory=list, max_length=5000)
     category_ids: list[int] = Field(default_factory=list, max_length=1000)
     audience_tiers: list[str] = Field(default_factory=list, max_length=20)
+    audience_segment_id: int | None = Field(
+        default=None, ge=1, le=2**63 - 1, description="only members of this segment may claim"
+    )
     in_center: bool = True
 
     @model_validator(mode="after")
@@ -84,7 +87,16 @@ class TemplatePatch(BaseModel):
 
 class IssuanceIn(BaseModel):
     template_id: int
-    member_ids: list[int] = Field(min_length=1, max_length=1_000_000)
+    member_ids: list[int] = Field(default_factory=list, max_length=1_000_000)
+    audience_segment_id: int | None = Field(
+        default=None, ge=1, le=2**63 - 1, description="instead of member_ids: the segment now"
+    )
+
+    @model_validator(mode="after")
+    def _one_audience(self) -> IssuanceIn:
+        if bool(self.member_ids) == bool(self.audience_segment_id):
+            raise ValueError("give member_ids or audience_segment_id (one of them)")
+        return self
 
 
 class WriteOffIn(BaseModel):

@@ -9,6 +9,7 @@ unique per (template, member, n). A Redis that lost its keys is re-warmed from t
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -81,7 +82,18 @@ def value_text(t: CouponTemplate) -> str:
 # -- templates -----------------------------------------------------------------------------
 
 
+# Who is in an operator's segment is membership's business; coupons asks it by module name
+# (membership builds on coupons, never the other way round).
+AUDIENCE_MODULE = "server.membership.segments"
+
+
+def _audience() -> Any:
+    return importlib.import_module(AUDIENCE_MODULE)
+
+
 async def create_template(data: dict[str, Any]) -> CouponTemplate:
+    if data.get("audience_segment_id"):
+        await _audience().get_segment(data["audience_segment_id"])
     if data.get("store_ids"):
         from server.stores.models import Store
 
@@ -244,11 +256,14 @@ async def claim(
     now = utcnow()
     tier = await _member_tier(member_id) if t.audience_tiers else None
     reason = _claim_window_reason(t, now, tier)
+    if reason is None and t.audience_segment_id:
+        if not await _audience().contains(t.audience_segment_id, member_id):
+            reason = "NOT_FOR_YOU"
     if reason:
         messages = {
             "NOT_STARTED": "claiming this coupon has not started yet",
             "ENDED": "claiming this coupon has ended",
-            "NOT_FOR_YOU": "this coupon is for other member tiers",
+            "NOT_FOR_YOU": "this coupon is for other members",
             "NOT_AVAILABLE": "this coupon is not offered",
         }
         raise Conflict(messages[reason], code=f"CLAIM_{reason}")
@@ -979,14 +994,17 @@ ISSUE_BATCH = 1000
 
 
 async def create_issuance(
-    template_id: int, member_ids: list[int], operator_id: int | None
+    template_id: int, member_ids: list[int], operator_id: int | None, segment_id: int | None = None
 ) -> CouponIssuance:
+    """A campaign to a member list, or to a segment's members as they are now."""
     t = await get_template(template_id)
     if t.granted_only:
         raise Conflict(
             "this template's coupons are granted by another scenario (e.g. group-buy vouchers)",
             code="TEMPLATE_GRANTED_ONLY",
         )
+    if segment_id is not None:
+        member_ids = await _audience().members(segment_id)
     members = list(dict.fromkeys(member_ids))  # a member listed twice gets one coupon
     return await CouponIssuance.create(
         template_id=t.id, member_ids=members, total=len(members), operator_id=operator_id

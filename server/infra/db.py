@@ -9,6 +9,7 @@ migrate` works from an installed wheel as well as from a checkout.
 from __future__ import annotations
 
 import importlib.util
+import re
 from typing import Any
 
 from tortoise import Tortoise
@@ -109,6 +110,16 @@ async def make_migrations(settings: Settings, app_labels: list[str] | None = Non
         return [str(w.write()) for w in writers if not app_labels or w.app_label in app_labels]
     finally:
         await Tortoise.close_connections()
+
+
+_PLACEHOLDER = re.compile(r"\$\d+")
+
+
+def dialect_sql(conn: Any, text: str) -> str:
+    """Raw SQL is written for asyncpg ($1, $2... in order of use); SQLite (the demo) takes ?."""
+    if conn.capabilities.dialect == "sqlite":
+        return _PLACEHOLDER.sub("?", text)
+    return text
 
 
 async def ping_db() -> None:

@@ -13,7 +13,6 @@ balance_after, and balance >= 0, for every account.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 
 from server.identity import service as identity
+from server.infra.db import dialect_sql
 from server.infra.errors import Conflict, NotFound
 from server.ledger.models import LedgerAccount, LedgerEntry
 
@@ -42,16 +42,6 @@ class Posting:
     entry_id: int
     balance_after: int
     duplicate: bool  # the same (account, reason, reference) was posted before: nothing moved
-
-
-_PLACEHOLDER = re.compile(r"\$\d+")
-
-
-def _sql(conn: Any, text: str) -> str:
-    """Our raw SQL is written for asyncpg ($1, $2...); SQLite (the demo) takes ? in order."""
-    if conn.capabilities.dialect == "sqlite":
-        return _PLACEHOLDER.sub("?", text)
-    return text
 
 
 async def open_account(
@@ -114,7 +104,7 @@ async def post(
     try:
         async with connection._in_transaction() as sp:
             rows = await sp.execute_query_dict(
-                _sql(
+                dialect_sql(
                     sp,
                     "UPDATE ledger_account SET balance = balance + $1"
                     " WHERE id = $2 AND balance + $3 >= 0 RETURNING balance, member_id",
@@ -183,7 +173,7 @@ async def sums_by_reason(kind: str) -> dict[str, tuple[int, int]]:
     these sums, so they cannot drift from the balances."""
     conn = Tortoise.get_connection("default")
     rows = await conn.execute_query_dict(
-        _sql(
+        dialect_sql(
             conn,
             "SELECT e.reason AS reason, COALESCE(SUM(e.amount), 0) AS total, COUNT(*) AS n"
             " FROM ledger_entry e JOIN ledger_account a ON a.id = e.account_id"
@@ -246,7 +236,7 @@ async def check(
     start = lo
     while total and start <= hi:
         end = start + chunk - 1
-        rows = await conn.execute_query_dict(_sql(conn, _CHECK), [start, end, start, end])
+        rows = await conn.execute_query_dict(dialect_sql(conn, _CHECK), [start, end, start, end])
         problems.extend(
             Problem(
                 account_id=int(r["id"]),

@@ -8,7 +8,7 @@ from typing import Any
 
 from arq import cron
 
-from server.membership import birthday, service
+from server.membership import birthday, segments, service
 
 log = logging.getLogger("haodian.membership")
 
@@ -33,7 +33,11 @@ async def birthday_packs(ctx: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-functions: list[Any] = [membership_monthly_review, points_expiry, birthday_packs]
+async def segments_refresh(ctx: dict[str, Any]) -> dict[str, int]:
+    return await segments.compute_all()
+
+
+functions: list[Any] = [membership_monthly_review, points_expiry, birthday_packs, segments_refresh]
 cron_jobs: list[Any] = [
     # Schedules are Asia/Shanghai (infra.jobs): the review on the 1st just after midnight,
     # lots (which expire at midnight) swept every hour, idempotently.
@@ -41,4 +45,6 @@ cron_jobs: list[Any] = [
     cron(points_expiry, minute=5, second=0, unique=True, timeout=3600),
     # Birthdays: just after midnight, and again in the morning in case a worker was down.
     cron(birthday_packs, hour={0, 9}, minute=20, second=0, unique=True, timeout=3600),
+    # RFM (incremental) and every segment, hourly.
+    cron(segments_refresh, minute=40, second=0, unique=True, timeout=3600),
 ]

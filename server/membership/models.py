@@ -7,6 +7,7 @@ Points and stored value are balances of the one ledger (server/ledger): kinds `p
 from __future__ import annotations
 
 from tortoise import fields
+from tortoise.models import Model
 
 from server.infra.models import TimestampedModel
 
@@ -156,3 +157,44 @@ class BirthdayGrant(TimestampedModel):
     class Meta:
         table = "membership_birthday_grant"
         unique_together = (("member_id", "year"),)
+
+
+class Segment(TimestampedModel):
+    """An operator's rule tag: the members a rule holds, recomputed by the job."""
+
+    name = fields.CharField(max_length=64)
+    rule = fields.JSONField()
+    size = fields.IntField(default=0)
+    computed_at = fields.DatetimeField(null=True)
+    created_by = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "membership_segment"
+
+
+class SegmentMember(Model):
+    """One member in one segment (what the last computation found)."""
+
+    id = fields.BigIntField(primary_key=True)
+    segment_id = fields.BigIntField()
+    member_id = fields.BigIntField(db_index=True)
+
+    class Meta:
+        table = "membership_segment_member"
+        unique_together = (("segment_id", "member_id"),)
+
+
+class MemberRfm(Model):
+    """A member's last 12 months: recency, frequency, monetary, and their quintile scores
+    (1-5, 5 best) among all members with a purchase in that time."""
+
+    member_id = fields.BigIntField(primary_key=True, generated=False)
+    last_at = fields.DatetimeField()
+    frequency = fields.IntField()
+    monetary_fen = fields.BigIntField()
+    r = fields.IntField(default=0)
+    f = fields.IntField(default=0)
+    m = fields.IntField(default=0)
+
+    class Meta:
+        table = "membership_rfm"

@@ -7,7 +7,7 @@ from sanic_ext import openapi
 
 from server.infra import auth
 from server.infra.http import body, idempotency_key, query, respond, returns
-from server.membership import birthday, pos, service, stored_value
+from server.membership import birthday, pos, segments, service, stored_value
 from server.membership.models import StoredValuePlan
 from server.membership.schemas import (
     BirthdayPackIn,
@@ -28,6 +28,9 @@ from server.membership.schemas import (
     RewardOut,
     SaleIn,
     SaleOut,
+    SegmentIn,
+    SegmentList,
+    SegmentOut,
     TierList,
     TiersIn,
     TopUpIn,
@@ -244,3 +247,44 @@ async def record_sale(request: Request, payload: SaleIn) -> HTTPResponse:
         pay_with=payload.pay_with,
     )
     return respond(await pos.sale_view(sale), status=201 if created else 200)
+
+
+# -- segments -------------------------------------------------------------------------------------
+
+
+@bp.post("/admin/segments")
+@auth.authenticated("operator", roles=["admin", "marketing"])
+@body(SegmentIn)
+@returns(SegmentOut, status=201)
+async def create_segment(request: Request, payload: SegmentIn) -> HTTPResponse:
+    """A rule tag, computed at once (and again by the worker every hour). Coupon templates
+    and issuances target it with `audience_segment_id`."""
+    segment = await segments.create_segment(
+        request.ctx.principal.subject, payload.name, payload.rule
+    )
+    return respond(segments.segment_view(segment), status=201)
+
+
+@bp.get("/admin/segments")
+@auth.authenticated("operator")
+@returns(SegmentList)
+async def list_segments(request: Request) -> HTTPResponse:
+    rows = await segments.Segment.all().order_by("-id").limit(200)
+    return respond({"items": [segments.segment_view(s) for s in rows]})
+
+
+@bp.get("/admin/segments/<segment_id:int>")
+@auth.authenticated("operator")
+@returns(SegmentOut)
+async def get_segment(request: Request, segment_id: int) -> HTTPResponse:
+    return respond(segments.segment_view(await segments.get_segment(segment_id)))
+
+
+@bp.post("/admin/segments/<segment_id:int>/refresh")
+@auth.authenticated("operator", roles=["admin", "marketing"])
+@returns(SegmentOut)
+async def refresh_segment(request: Request, segment_id: int) -> HTTPResponse:
+    """Compute it again now (rather than waiting for the worker)."""
+    segment = await segments.get_segment(segment_id)
+    await segments.compute_segment(segment)
+    return respond(segments.segment_view(await segments.get_segment(segment_id)))

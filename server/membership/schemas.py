@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -161,3 +161,25 @@ class SaleOut(BaseModel):
     pay_with: str
     points: int = Field(description="points the sale earned")
     stored_value_fen: int = Field(description="the member's stored value after it")
+
+
+class SegmentIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    rule: dict[str, Any] = Field(
+        description='one of: {"type": "bought_category", "category_id", "min_times", "days"}, '
+        '{"type": "spent", "min_fen", "days"}, {"type": "store_regular", "store_id", '
+        '"min_orders", "days"}, {"type": "tier_in", "tiers": [...]}, {"type": '
+        '"birthday_month", "month"}, {"type": "rfm", "r": [1-5...], "f": [...], "m": [...]}'
+    )
+
+
+class SegmentOut(BaseModel):
+    id: int
+    name: str
+    rule: dict
+    size: int = Field(description="members the last computation found")
+    computed_at: datetime | None
+
+
+class SegmentList(BaseModel):
+    items: list[SegmentOut]

@@ -51,6 +51,20 @@ class Migration(migrations.Migration):
             bases=['TimestampedModel'],
         ),
         ops.CreateModel(
+            name='MemberRfm',
+            fields=[
+                ('member_id', fields.BigIntField(primary_key=True, unique=True, db_index=True)),
+                ('last_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('frequency', fields.IntField()),
+                ('monetary_fen', fields.BigIntField()),
+                ('r', fields.IntField(default=0)),
+                ('f', fields.IntField(default=0)),
+                ('m', fields.IntField(default=0)),
+            ],
+            options={'table': 'membership_rfm', 'app': 'membership', 'pk_attr': 'member_id', 'table_description': "A member's last 12 months: recency, frequency, monetary, and their quintile scores"},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
             name='MembershipSetting',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
@@ -121,6 +135,31 @@ class Migration(migrations.Migration):
             ],
             options={'table': 'membership_pos_sale', 'app': 'membership', 'unique_together': (('store_id', 'receipt_no'),), 'pk_attr': 'id', 'table_description': "A purchase at a store's till by an identified member: once per (store, receipt)."},
             bases=['TimestampedModel'],
+        ),
+        ops.CreateModel(
+            name='Segment',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('name', fields.CharField(max_length=64)),
+                ('rule', fields.JSONField(encoder=JSON_DUMPS, decoder=loads)),
+                ('size', fields.IntField(default=0)),
+                ('computed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('created_by', fields.BigIntField(null=True)),
+            ],
+            options={'table': 'membership_segment', 'app': 'membership', 'pk_attr': 'id', 'table_description': "An operator's rule tag: the members a rule holds, recomputed by the job."},
+            bases=['TimestampedModel'],
+        ),
+        ops.CreateModel(
+            name='SegmentMember',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('segment_id', fields.BigIntField()),
+                ('member_id', fields.BigIntField(db_index=True)),
+            ],
+            options={'table': 'membership_segment_member', 'app': 'membership', 'unique_together': (('segment_id', 'member_id'),), 'pk_attr': 'id', 'table_description': 'One member in one segment (what the last computation found).'},
+            bases=['Model'],
         ),
         ops.CreateModel(
             name='StoredValuePlan',
