@@ -20,6 +20,7 @@ BENCH_MODULES: list[str] = [
     "server.groupbuy.bench",
     "server.stores.bench",
     "server.identity.bench",
+    "server.membership.bench",
 ]
 
 

@@ -8,7 +8,7 @@ from sanic_ext import openapi
 from server.infra import auth
 from server.infra.http import body, idempotency_key, query, respond, returns
 from server.membership import birthday, pos, segments, service, stored_value
-from server.membership.models import StoredValuePlan
+from server.membership.models import Segment, StoredValuePlan
 from server.membership.schemas import (
     BirthdayPackIn,
     BirthdayPackOut,
@@ -269,7 +269,7 @@ async def create_segment(request: Request, payload: SegmentIn) -> HTTPResponse:
 @auth.authenticated("operator")
 @returns(SegmentList)
 async def list_segments(request: Request) -> HTTPResponse:
-    rows = await segments.Segment.all().order_by("-id").limit(200)
+    rows = await Segment.all().order_by("-id").limit(200)
     return respond({"items": [segments.segment_view(s) for s in rows]})
 
 
