@@ -116,7 +116,12 @@ _PLACEHOLDER = re.compile(r"\$\d+")
 
 
 def dialect_sql(conn: Any, text: str) -> str:
-    """Raw SQL is written for asyncpg ($1, $2... in order of use); SQLite (the demo) takes ?."""
+    """Raw SQL is written for asyncpg ($1, $2...); SQLite (the demo) takes ? by position, so
+    the numbers must appear as 1, 2, 3... in the text — checked on every dialect, so a query
+    that would bind the wrong values on SQLite fails the PostgreSQL tests too."""
+    used = [int(p[1:]) for p in _PLACEHOLDER.findall(text)]
+    if used != list(range(1, len(used) + 1)):
+        raise ValueError(f"placeholders must appear as $1, $2, ... in order: {used}")
     if conn.capabilities.dialect == "sqlite":
         return _PLACEHOLDER.sub("?", text)
     return text

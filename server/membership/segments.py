@@ -178,14 +178,13 @@ async def compute_segment(segment: Segment, now: datetime | None = None) -> int:
             dialect_sql(conn, "DELETE FROM membership_segment_member WHERE segment_id = $1"),
             [segment.id],
         )
-        n = len(params)
         await conn.execute_query(
             dialect_sql(
                 conn,
                 "INSERT INTO membership_segment_member (segment_id, member_id)"
-                f" SELECT DISTINCT CAST(${n + 1} AS BIGINT), member_id FROM ({select}) held",
+                f" SELECT DISTINCT {int(segment.id)}, member_id FROM ({select}) held",
             ),
-            [*params, segment.id],
+            params,
         )
         size = await SegmentMember.filter(segment_id=segment.id).using_db(conn).count()
         await Segment.filter(id=segment.id).using_db(conn).update(size=size, computed_at=now)
