@@ -713,3 +713,86 @@ async def test_a_segment_holds_exactly_who_its_rule_says_and_targets_a_coupon(
     )
     assert twice["member_id"] in await segments.members(spent.json()["id"])
     assert regular["member_id"] not in await segments.members(spent.json()["id"])
+
+
+# -- the paid membership card --------------------------------------------------------------------
+
+
+async def test_a_paid_card_runs_from_payment_renewals_extend_and_refunds_follow_the_rule(
+    api: httpx.AsyncClient,
+    ladder: Any,
+    store: dict[str, Any],
+    worker_env: outbox.Env,
+    op: dict[str, str],
+) -> None:
+    from server.coupons.models import Coupon, CouponStatus
+    from server.membership.models import MemberCard
+    from tests.test_coupons import make_template
+
+    pack = await make_template(api, op, name="会员月礼", total=1000, per_member_limit=50)
+    r = await api.post(
+        "/api/v1/admin/membership/cards",
+        headers=op,
+        json={
+            "name": "黑金卡",
+            "price_fen": 19900,
+            "days": 365,
+            "points_multiplier": 2,
+            "monthly_template_ids": [pack["id"]],
+            "free_delivery": True,
+        },
+    )
+    assert r.status_code == 201, r.text
+    plan = r.json()
+    assert any(
+        p["id"] == plan["id"] for p in (await api.get("/api/v1/membership/cards")).json()["items"]
+    )
+
+    async def buy_card(who: dict[str, Any]) -> str:
+        r = await api.post(
+            "/api/v1/membership/cards/orders",
+            headers=keyed(who["headers"]),
+            json={"plan_id": plan["id"]},
+        )
+        assert r.status_code == 201 and r.json()["kind"] == "membership", r.text
+        await pay_wechat(api, who, r.json()["order_no"])
+        await complete(api, r.json()["order_no"])
+        return r.json()["order_no"]
+
+    # Bought and refunded at once, nothing used: a full refund, the pack coupon taken back.
+    quick = await shopper(api)
+    first = await buy_card(quick)
+    view = await me(api, quick)
+    assert view["card"]["name"] == "黑金卡" and view["card"]["free_delivery"] is True
+    assert await Coupon.filter(member_id=quick["member_id"], template_id=pack["id"]).count() == 1
+    r = await api.post(f"/api/v1/admin/orders/{first}/refunds", headers=op, json={"reason": "x"})
+    assert r.status_code == 201, r.text
+    await wait_for(lambda: order_in(first, OrderStatus.REFUNDED))
+    assert (await me(api, quick))["card"] is None
+    assert (
+        await Coupon.get(member_id=quick["member_id"], template_id=pack["id"])
+    ).status == CouponStatus.VOID
+
+    # A holder: the multiplier doubles points (a benefit used), a renewal extends the end.
+    holder = await shopper(api)
+    card_order = await buy_card(holder)
+    ends = (await MemberCard.get(order_no=card_order)).ends_at
+    renewal = await buy_card(holder)
+    renewed = await MemberCard.get(order_no=renewal)
+    assert renewed.starts_at == ends and renewed.ends_at == ends + timedelta(days=365)
+    assert (await me(api, holder))["card"]["ends_at"].startswith(
+        renewed.ends_at.astimezone(SHANGHAI).date().isoformat()
+    )
+    await paid_pickup(api, holder, store, 5000)
+    await drain(worker_env)
+    assert (await me(api, holder))["points"] == 100  # 50 yuan x 2
+    r = await api.post(
+        f"/api/v1/admin/orders/{card_order}/refunds", headers=op, json={"reason": "x"}
+    )
+    assert r.status_code == 409 and error_code(r) == "RENEWED_SINCE"
+    r = await api.post(f"/api/v1/admin/orders/{renewal}/refunds", headers=op, json={"reason": "x"})
+    assert r.status_code == 201  # the renewal has not started: nothing of it was used
+    r = await api.post(
+        f"/api/v1/admin/orders/{card_order}/refunds", headers=op, json={"reason": "x"}
+    )
+    assert r.status_code == 409 and error_code(r) == "CARD_BENEFITS_USED"

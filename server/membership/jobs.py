@@ -8,7 +8,7 @@ from typing import Any
 
 from arq import cron
 
-from server.membership import birthday, segments, service
+from server.membership import birthday, cards, segments, service
 
 log = logging.getLogger("haodian.membership")
 
@@ -37,7 +37,17 @@ async def segments_refresh(ctx: dict[str, Any]) -> dict[str, int]:
     return await segments.compute_all()
 
 
-functions: list[Any] = [membership_monthly_review, points_expiry, birthday_packs, segments_refresh]
+async def card_packs(ctx: dict[str, Any]) -> dict[str, int]:
+    return {"packs": await cards.give_due_packs()}
+
+
+functions: list[Any] = [
+    membership_monthly_review,
+    points_expiry,
+    birthday_packs,
+    segments_refresh,
+    card_packs,
+]
 cron_jobs: list[Any] = [
     # Schedules are Asia/Shanghai (infra.jobs): the review on the 1st just after midnight,
     # lots (which expire at midnight) swept every hour, idempotently.
@@ -47,4 +57,6 @@ cron_jobs: list[Any] = [
     cron(birthday_packs, hour={0, 9}, minute=20, second=0, unique=True, timeout=3600),
     # RFM (incremental) and every segment, hourly.
     cron(segments_refresh, minute=40, second=0, unique=True, timeout=3600),
+    # Paid cards: each running card's pack for its current 30-day slot, once.
+    cron(card_packs, hour={0, 12}, minute=30, second=0, unique=True, timeout=3600),
 ]

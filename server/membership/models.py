@@ -188,7 +188,8 @@ class MemberRfm(Model):
     """A member's last 12 months: recency, frequency, monetary, and their quintile scores
     (1-5, 5 best) among all members with a purchase in that time."""
 
-    member_id = fields.BigIntField(primary_key=True, generated=False)
+    id = fields.BigIntField(primary_key=True)
+    member_id = fields.BigIntField(unique=True)
     last_at = fields.DatetimeField()
     frequency = fields.IntField()
     monetary_fen = fields.BigIntField()
@@ -198,3 +199,47 @@ class MemberRfm(Model):
 
     class Meta:
         table = "membership_rfm"
+
+
+class CardPlan(TimestampedModel):
+    """A paid membership card on sale (付费会员): its price, how long it runs, its benefits."""
+
+    name = fields.CharField(max_length=64)
+    price_fen = fields.IntField()
+    days = fields.IntField()
+    monthly_template_ids = fields.JSONField(default=list)  # a pack every 30 days of the card
+    points_pct = fields.IntField(default=100)  # points multiplier while it runs, in percent
+    free_delivery = fields.BooleanField(default=False)  # takeout delivery fee waived
+    active = fields.BooleanField(default=True)
+    created_by = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "membership_card_plan"
+
+
+class MemberCard(TimestampedModel):
+    """One bought period of a card: a renewal starts where the member's last one ends."""
+
+    member_id = fields.BigIntField(db_index=True)
+    plan = fields.ForeignKeyField(
+        "membership.CardPlan", related_name="cards", on_delete=fields.RESTRICT
+    )
+    order_no = fields.CharField(max_length=32, unique=True)
+    starts_at = fields.DatetimeField()
+    ends_at = fields.DatetimeField()
+    status = fields.CharField(max_length=12, default="active")  # active | refunded
+    benefit_used = fields.BooleanField(default=False)  # its points multiplier earned something
+
+    class Meta:
+        table = "membership_card"
+
+
+class CardPack(TimestampedModel):
+    """A card's pack for one 30-day slot went out: once per (card, slot)."""
+
+    card_id = fields.BigIntField()
+    slot = fields.IntField()
+
+    class Meta:
+        table = "membership_card_pack"
+        unique_together = (("card_id", "slot"),)

@@ -7,11 +7,15 @@ from sanic_ext import openapi
 
 from server.infra import auth
 from server.infra.http import body, idempotency_key, query, respond, returns
-from server.membership import birthday, pos, segments, service, stored_value
+from server.membership import birthday, cards, pos, segments, service, stored_value
 from server.membership.models import Segment, StoredValuePlan
 from server.membership.schemas import (
     BirthdayPackIn,
     BirthdayPackOut,
+    BuyCardIn,
+    CardPlanIn,
+    CardPlanList,
+    CardPlanOut,
     IdentifiedOut,
     IdentifyIn,
     MemberCodeOut,
@@ -288,3 +292,45 @@ async def refresh_segment(request: Request, segment_id: int) -> HTTPResponse:
     segment = await segments.get_segment(segment_id)
     await segments.compute_segment(segment)
     return respond(segments.segment_view(await segments.get_segment(segment_id)))
+
+
+# -- the paid membership card ---------------------------------------------------------------------
+
+
+@bp.post("/admin/membership/cards")
+@auth.authenticated("operator", roles=["admin", "marketing"])
+@body(CardPlanIn)
+@returns(CardPlanOut, status=201)
+async def create_card_plan(request: Request, payload: CardPlanIn) -> HTTPResponse:
+    plan = await cards.create_plan(request.ctx.principal.subject, payload.model_dump())
+    return respond(cards.plan_view(plan), status=201)
+
+
+@bp.get("/membership/cards")
+@returns(CardPlanList)
+async def list_card_plans(request: Request) -> HTTPResponse:
+    return respond({"items": [cards.plan_view(p) for p in await cards.plans()]})
+
+
+@bp.post("/membership/cards/orders")
+@auth.authenticated("member")
+@openapi.parameter("Idempotency-Key", str, location="header", required=True)
+@body(BuyCardIn)
+@returns(OrderOut, status=201)
+async def buy_card(request: Request, payload: BuyCardIn) -> HTTPResponse:
+    """An order of kind `membership` (pay it with `/orders/{no}/pay`); paid, the card runs
+    from now, or from the end of the one running (a renewal)."""
+    member_id = request.ctx.principal.subject
+    key = idempotency_key(request)
+
+    async def work() -> tuple[int, dict]:
+        order = await cards.buy(member_id, payload.plan_id)
+        return 201, (await order_view(order)).model_dump(mode="json")
+
+    status, answer = await run_once(
+        f"member:{member_id}:POST /membership/cards/orders",
+        key,
+        payload.model_dump(mode="json"),
+        work,
+    )
+    return respond(answer, status=status)

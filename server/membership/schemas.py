@@ -32,6 +32,40 @@ class TierList(BaseModel):
     items: list[TierOut]
 
 
+class PaidCardOut(BaseModel):
+    name: str
+    ends_at: datetime = Field(description="renewals included")
+    points_multiplier: float
+    free_delivery: bool
+
+
+class CardPlanIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    price_fen: int = Field(ge=1, le=1_000_000)
+    days: int = Field(ge=1, le=3660)
+    monthly_template_ids: list[int] = Field(default_factory=list, max_length=10)
+    points_multiplier: float = Field(default=1, ge=1, le=10)
+    free_delivery: bool = False
+
+
+class CardPlanOut(BaseModel):
+    id: int
+    name: str
+    price_fen: int
+    days: int
+    monthly_template_ids: list[int]
+    points_multiplier: float
+    free_delivery: bool
+
+
+class CardPlanList(BaseModel):
+    items: list[CardPlanOut]
+
+
+class BuyCardIn(BaseModel):
+    plan_id: int = Field(ge=1, le=MAX_ID)
+
+
 class MembershipOut(BaseModel):
     tier: str
     growth: int = Field(description="fen paid for what you bought in the last 12 months")
@@ -41,6 +75,7 @@ class MembershipOut(BaseModel):
     points_debt: int = Field(description="points owed after a refund; later earnings pay it first")
     stored_value_fen: int
     birthday: date | None
+    card: PaidCardOut | None = Field(description="the paid membership card running now")
 
 
 class PointsEntryOut(BaseModel):

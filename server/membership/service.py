@@ -36,6 +36,7 @@ from server.infra.errors import AppError, Conflict, NotFound, ValidationFailed
 from server.infra.models import is_id
 from server.ledger import service as ledger
 from server.ledger.models import LedgerEntry
+from server.membership import cards
 from server.membership.models import (
     BenefitGrant,
     GrowthEvent,
@@ -67,6 +68,7 @@ EARNS: dict[OrderKind, bool] = {
     OrderKind.FLASHSALE: False,  # priced to sell out, not to reward
     OrderKind.GIFTCARD: False,  # earned when the card is spent
     OrderKind.TOPUP: False,  # earned when the stored value is spent
+    OrderKind.MEMBERSHIP: False,  # a fee for benefits, not goods
 }
 TENDER_EARNS: dict[str, bool] = {
     tenders.WECHAT: True,
@@ -322,10 +324,16 @@ def _earning_fen(order: Order, paid_by: list[Any]) -> int:
 
 
 async def points_for(member_id: int, fen: int, conn: Any) -> int:
+    """1 point a yuan x the better of the tier's and a running paid card's multiplier (the
+    card's counting as a benefit used when it is the one that applies)."""
     member = await Member.get(id=member_id).using_db(conn)
     ladder = await tiers()
-    tier = ladder[_rank(ladder, member.tier)]
-    return fen // 100 * _pct(tier) // 100
+    tier_pct = _pct(ladder[_rank(ladder, member.tier)])
+    card_pct, card = await cards.multiplier_pct(member_id, conn)
+    points = fen // 100 * max(tier_pct, card_pct) // 100
+    if card is not None and card_pct > tier_pct and points > fen // 100 * tier_pct // 100:
+        await cards.mark_benefit_used(card, conn)
+    return points
 
 
 @lifecycle.on(OrderStatus.PAID)
@@ -575,6 +583,7 @@ async def my_membership(member_id: int) -> dict[str, Any]:
         "stored_value_fen": await ledger.member_balance(PRINCIPAL, member_id)
         + await ledger.member_balance(BONUS, member_id),
         "birthday": member.birthday,
+        "card": await cards.card_view(member_id),
     }
 
 

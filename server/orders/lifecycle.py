@@ -63,6 +63,7 @@ HOOK_MODULES: list[str] = [
     "server.giftcards.service",
     "server.membership.service",
     "server.membership.stored_value",
+    "server.membership.cards",
 ]
 
 

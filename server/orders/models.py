@@ -16,6 +16,7 @@ class OrderKind(StrEnum):
     TAKEOUT = "takeout"
     GIFTCARD = "giftcard"
     TOPUP = "topup"  # stored value bought with WeChat Pay
+    MEMBERSHIP = "membership"  # a paid membership card
 
 
 class OrderStatus(StrEnum):
