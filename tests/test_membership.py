@@ -256,6 +256,14 @@ async def test_a_merge_keeps_the_sum_of_both_members_points_and_balances(
         await paid_pickup(api, who, store, 3000)
     await drain(worker_env)
     before = [await me(api, w) for w in (old, new)]
+    from server.membership import segments
+    from server.membership.models import MemberRfm, SegmentMember
+
+    both = await segments.create_segment(
+        None, "merge spenders", {"type": "spent", "min_fen": 3000, "days": 30}
+    )
+    await segments.compute_rfm()
+    assert {old["member_id"], new["member_id"]} <= set(await segments.members(both.id))
     await identity.merge_members(
         redis, settings, old["member_id"], new["member_id"], uuid.uuid4().hex
     )
@@ -264,6 +272,11 @@ async def test_a_merge_keeps_the_sum_of_both_members_points_and_balances(
     assert after["stored_value_fen"] == sum(b["stored_value_fen"] for b in before) == 22000
     assert after["growth"] == 6000
     assert await ledger.member_balance(membership.POINTS, old["member_id"]) == 0
+    # Tags follow without a conflict: one place in the segment, one RFM row of both histories.
+    assert await SegmentMember.filter(segment_id=both.id, member_id=new["member_id"]).count() == 1
+    assert not await SegmentMember.filter(member_id=old["member_id"]).exists()
+    assert not await MemberRfm.filter(member_id=old["member_id"]).exists()
+    assert (await MemberRfm.get(member_id=new["member_id"])).frequency == 2
     await assert_books_balance()
 
 

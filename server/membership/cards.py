@@ -15,6 +15,7 @@ from typing import Any
 from tortoise.exceptions import DoesNotExist, IntegrityError
 from tortoise.transactions import in_transaction
 
+from server.identity import service as identity
 from server.infra.clock import utcnow
 from server.infra.errors import AppError, Conflict, NotFound, ValidationFailed
 from server.infra.models import is_id
@@ -207,3 +208,6 @@ async def _end_period(move: lifecycle.Move) -> None:
     for coupon_id in await pack.values_list("id", flat=True):
         await coupons.void_coupon(int(coupon_id), move.conn)
     await MemberCard.filter(id=card.id).using_db(move.conn).update(status="refunded")
+
+
+identity.register_member_owned(MemberCard, "member_id")

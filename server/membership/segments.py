@@ -19,11 +19,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter
 from tortoise.transactions import in_transaction
 
+from server.identity import service as identity
 from server.infra.clock import utcnow
 from server.infra.db import dialect_sql
 from server.infra.errors import NotFound, ValidationFailed
 from server.infra.models import MAX_ID, is_id
-from server.membership.models import MembershipSetting, Segment, SegmentMember
+from server.membership.models import MemberRfm, MembershipSetting, Segment, SegmentMember
 
 log = logging.getLogger("haodian.membership")
 
@@ -289,3 +290,43 @@ async def compute_rfm(now: datetime | None = None, *, full: bool = False) -> int
         else:
             await MembershipSetting.filter(id=state.id).using_db(conn).update(value=value)
     return int(scored[0]["n"])
+
+
+async def move_member_segments(from_id: int, into_id: int, connection: Any) -> int:
+    """A merge: the absorbed member's segment places go to the survivor (once per segment)."""
+    theirs = set(
+        await SegmentMember.filter(member_id=into_id)
+        .using_db(connection)
+        .values_list("segment_id", flat=True)
+    )
+    moved = 0
+    for row in await SegmentMember.filter(member_id=from_id).using_db(connection):
+        query = SegmentMember.filter(id=row.id).using_db(connection)
+        if row.segment_id in theirs:
+            await query.delete()
+        else:
+            moved += await query.update(member_id=into_id)
+    return moved
+
+
+async def drop_member_rfm(from_id: int, into_id: int, connection: Any) -> int:
+    """A merge: both RFM rows go; the survivor's is rebuilt after the commit (`_rescore`)."""
+    return await MemberRfm.filter(member_id__in=[from_id, into_id]).using_db(connection).delete()
+
+
+async def _rescore(from_id: int, into_id: int) -> None:
+    """After a merge: the survivor's RFM from both members' growth, then everyone re-ranked."""
+    cutoff = utcnow().astimezone(UTC) - RFM_WINDOW
+    async with in_transaction() as conn:
+        await conn.execute_query(
+            dialect_sql(conn, "DELETE FROM membership_rfm WHERE member_id = $1"), [into_id]
+        )
+        await conn.execute_query(
+            dialect_sql(conn, _AGGREGATE.format(only="AND member_id = $2")), [cutoff, into_id]
+        )
+        await conn.execute_query(_RANK)
+
+
+identity.register_member_owned(SegmentMember, "member_id", mover=move_member_segments)
+identity.register_member_owned(MemberRfm, "member_id", mover=drop_member_rfm)
+identity.on_member_merged(_rescore)
