@@ -7,7 +7,7 @@ from sanic_ext import openapi
 
 from server.infra import auth
 from server.infra.http import body, idempotency_key, query, respond, returns
-from server.membership import birthday, cards, pos, segments, service, stored_value
+from server.membership import birthday, cards, pos, rewards, segments, service, stored_value
 from server.membership.models import Segment, StoredValuePlan
 from server.membership.schemas import (
     BirthdayPackIn,
@@ -162,17 +162,17 @@ async def top_up(request: Request, payload: TopUpIn) -> HTTPResponse:
 @returns(RewardOut, status=201)
 async def create_reward(request: Request, payload: RewardIn) -> HTTPResponse:
     """Put a coupon template on the points shelf (a granted-only template works best)."""
-    reward = await service.create_reward(
+    reward = await rewards.create_reward(
         request.ctx.principal.subject, payload.template_id, payload.points_price
     )
-    shown = next(r for r in await service.rewards() if r["id"] == reward.id)
+    shown = next(r for r in await rewards.rewards() if r["id"] == reward.id)
     return respond(shown, status=201)
 
 
 @bp.get("/points/rewards")
 @returns(RewardList)
 async def list_rewards(request: Request) -> HTTPResponse:
-    return respond({"items": await service.rewards()})
+    return respond({"items": await rewards.rewards()})
 
 
 @bp.post("/points/redemptions")
@@ -187,7 +187,7 @@ async def redeem(request: Request, payload: RedeemIn) -> HTTPResponse:
     key = idempotency_key(request)
 
     async def work() -> tuple[int, dict]:
-        r = await service.redeem(member_id, payload.reward_id)
+        r = await rewards.redeem(member_id, payload.reward_id)
         return 201, {
             "id": r.id,
             "reward_id": payload.reward_id,

@@ -32,8 +32,7 @@ from tortoise.transactions import in_transaction
 from server.identity import service as identity
 from server.identity.models import Member
 from server.infra.clock import SHANGHAI, utcnow
-from server.infra.errors import AppError, Conflict, NotFound, ValidationFailed
-from server.infra.models import is_id
+from server.infra.errors import AppError, ValidationFailed
 from server.ledger import service as ledger
 from server.ledger.models import LedgerEntry
 from server.membership import cards
@@ -42,7 +41,6 @@ from server.membership.models import (
     GrowthEvent,
     PointsLot,
     PointsRedemption,
-    PointsReward,
     Tier,
     TierChange,
 )
@@ -493,75 +491,6 @@ async def move_member_grants(from_id: int, into_id: int, connection: Any) -> int
 
 POINTS_PER_YUAN_OFF = 100  # 100 points pay 1 yuan (1 point = 1 fen)
 POINTS_SHARE_MAX = 0.5  # of an order's goods
-
-
-async def create_reward(
-    operator_id: int | None, template_id: int, points_price: int
-) -> PointsReward:
-    from server.coupons.models import CouponTemplate
-
-    if not is_id(template_id) or not await CouponTemplate.exists(id=template_id):
-        raise NotFound(f"no coupon template {template_id}", code="TEMPLATE_NOT_FOUND")
-    return await PointsReward.create(
-        template_id=template_id, points_price=points_price, created_by=operator_id
-    )
-
-
-async def rewards() -> list[dict[str, Any]]:
-    from server.coupons.models import CouponTemplate
-
-    rows = await PointsReward.filter(active=True).order_by("points_price", "id")
-    names = {
-        t.id: t.name for t in await CouponTemplate.filter(id__in=[r.template_id for r in rows])
-    }
-    return [
-        {
-            "id": r.id,
-            "template_id": r.template_id,
-            "title": names.get(r.template_id, ""),
-            "points_price": r.points_price,
-        }
-        for r in rows
-    ]
-
-
-async def redeem(member_id: int, reward_id: int) -> PointsRedemption:
-    """Points for a coupon, in one transaction: the points leave (never below zero), the
-    coupon is granted (its template's stock is taken), or neither happens."""
-    from server.coupons import service as coupons
-
-    reward = await PointsReward.get_or_none(id=reward_id, active=True) if is_id(reward_id) else None
-    if reward is None:
-        raise NotFound(f"no reward {reward_id}", code="REWARD_NOT_FOUND")
-    from server.coupons.models import Coupon, CouponTemplate
-
-    template = await CouponTemplate.get(id=reward.template_id)
-    held = await Coupon.filter(member_id=member_id, template_id=template.id).count()
-    if held >= template.per_member_limit:
-        raise Conflict(
-            f"you may hold {template.per_member_limit} of this coupon",
-            code="CLAIM_LIMIT_REACHED",
-        )
-    async with in_transaction() as conn:
-        redemption = await PointsRedemption.create(
-            member_id=member_id, reward_id=reward.id, points=reward.points_price, using_db=conn
-        )
-        try:
-            await spend_points(
-                member_id, reward.points_price, "redeem", f"redemption:{redemption.id}", conn
-            )
-        except ledger.BalanceTooLow:
-            raise Conflict(
-                f"this reward costs {reward.points_price} points",
-                code="NOT_ENOUGH_POINTS",
-                details={"points_price": reward.points_price},
-            ) from None
-        coupon_id = await coupons.grant_coupon(
-            reward.template_id, member_id, f"redemption:{redemption.id}", conn
-        )
-        await PointsRedemption.filter(id=redemption.id).using_db(conn).update(coupon_id=coupon_id)
-        redemption.coupon_id = coupon_id
-    return redemption
 
 
 # -- the member's page ----------------------------------------------------------------------------
