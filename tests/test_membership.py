@@ -251,6 +251,8 @@ async def test_a_merge_keeps_the_sum_of_both_members_points_and_balances(
     from server.identity import service as identity
 
     old, new = await shopper(api), await shopper(api)
+    r = await api.patch("/api/v1/me", headers=old["headers"], json={"birthday": "1990-07-08"})
+    assert r.status_code == 200
     for who in (old, new):
         await topped_up(api, who, plan)
         await paid_pickup(api, who, store, 3000)
@@ -277,6 +279,8 @@ async def test_a_merge_keeps_the_sum_of_both_members_points_and_balances(
     assert not await SegmentMember.filter(member_id=old["member_id"]).exists()
     assert not await MemberRfm.filter(member_id=old["member_id"]).exists()
     assert (await MemberRfm.get(member_id=new["member_id"])).frequency == 2
+    survivor = await Member.get(id=new["member_id"])  # the birthday came with what finds it
+    assert (survivor.birthday_md, survivor.birthday_set_at is not None) == ("0708", True)
     await assert_books_balance()
 
 
@@ -807,5 +811,24 @@ async def test_a_paid_card_runs_from_payment_renewals_extend_and_refunds_follow_
     assert r.status_code == 201  # the renewal has not started: nothing of it was used
     r = await api.post(
         f"/api/v1/admin/orders/{card_order}/refunds", headers=op, json={"reason": "x"}
+    )
+    assert r.status_code == 409 and error_code(r) == "CARD_BENEFITS_USED"
+
+    # A pack coupon held by an unpaid order is a benefit in use: no refund either.
+    locker = await shopper(api)
+    locked_card = await buy_card(locker)
+    coupon = await Coupon.get(member_id=locker["member_id"], template_id=pack["id"])
+    r = await api.post(
+        "/api/v1/orders",
+        headers=keyed(locker["headers"]),
+        json={
+            "store_id": store["store"].id,
+            "items": [{"sku_id": store["sku"].id, "quantity": 1}],
+            "coupon_ids": [coupon.id],
+        },
+    )
+    assert r.status_code == 201 and r.json()["discount_fen"] == 500, r.text
+    r = await api.post(
+        f"/api/v1/admin/orders/{locked_card}/refunds", headers=op, json={"reason": "x"}
     )
     assert r.status_code == 409 and error_code(r) == "CARD_BENEFITS_USED"

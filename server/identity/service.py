@@ -288,7 +288,11 @@ async def _merge_tx(
             if not getattr(dst, name) and getattr(src, name):
                 setattr(dst, name, getattr(src, name))
         if dst.birthday is None and src.birthday is not None:
+            # With the fields that go with it: the birthday job and segments find members by
+            # birthday_md, and the once-a-year change limit reads birthday_set_at.
             dst.birthday = src.birthday
+            dst.birthday_md = src.birthday_md
+            dst.birthday_set_at = src.birthday_set_at
         if dst.gender == Gender.UNKNOWN:
             dst.gender = src.gender
         if dst.unionid is None:

@@ -203,7 +203,10 @@ async def _end_period(move: lifecycle.Move) -> None:
     if later:
         raise Conflict("a later renewal exists: refund that one first", code="RENEWED_SINCE")
     pack = Coupon.filter(grant_ref__startswith=f"mcard:{card.id}:").using_db(move.conn)
-    if card.benefit_used or await pack.filter(status=CouponStatus.USED).exists():
+    # A pack coupon held by an unpaid order counts as used: voiding it would not take its
+    # discount back from that order.
+    used = [CouponStatus.USED, CouponStatus.LOCKED]
+    if card.benefit_used or await pack.filter(status__in=used).exists():
         raise Conflict("this card's benefits have been used", code="CARD_BENEFITS_USED")
     for coupon_id in await pack.values_list("id", flat=True):
         await coupons.void_coupon(int(coupon_id), move.conn)

@@ -30,6 +30,7 @@ log = logging.getLogger("haodian.membership")
 
 RFM_WINDOW = timedelta(days=365)
 RFM_KEY = "rfm"
+DIRTY_OVERLAP = timedelta(minutes=10)
 PAID = ("paid", "completed")
 
 # -- rules ----------------------------------------------------------------------------------------
@@ -270,7 +271,9 @@ async def compute_rfm(now: datetime | None = None, *, full: bool = False) -> int
             await conn.execute_query(dialect_sql(conn, _AGGREGATE.format(only="")), [cutoff])
         else:
             dirty = [
-                datetime.fromisoformat(last["computed_at"]),
+                # An overlap: an event inserted before the last run's mark may have committed
+                # after its read. Re-aggregating a member twice is harmless, missing one is not.
+                datetime.fromisoformat(last["computed_at"]) - DIRTY_OVERLAP,
                 datetime.fromisoformat(last["cutoff"]),
                 cutoff,
             ]
