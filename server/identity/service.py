@@ -152,6 +152,26 @@ def register_member_owned(
     _OWNED[(_label(model), field)] = OwnedTable(model, field, mover)
 
 
+def keep_one_mover(model: type[Model], *keys: str) -> Mover:
+    """A mover for rows unique per (member, *keys): the absorbed member's rows move to the
+    survivor unless the survivor has one with the same keys already (then it is dropped —
+    a birthday pack or a segment place counts once for the merged member)."""
+
+    async def move(from_id: int, into_id: int, connection: Any) -> int:
+        theirs = model.filter(member_id=into_id).using_db(connection)
+        have = {tuple(row) for row in await theirs.values_list(*keys)}
+        moved = 0
+        for row in await model.filter(member_id=from_id).using_db(connection):
+            query = model.filter(id=row.id).using_db(connection)
+            if tuple(getattr(row, k) for k in keys) in have:
+                await query.delete()
+            else:
+                moved += await query.update(member_id=into_id)
+        return moved
+
+    return move
+
+
 def on_member_merged(callback: Callable[[int, int], Awaitable[None]]) -> None:
     """`callback(from_id, into_id)` runs after a merge commits (e.g. move Redis state)."""
     if callback not in _MERGE_HOOKS:

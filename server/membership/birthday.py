@@ -133,21 +133,6 @@ async def _greet(event: Any, env: outbox.Env) -> None:
         log.info("birthday message not accepted", extra={"member": event.payload["member"]})
 
 
-async def move_member_grants(from_id: int, into_id: int, connection: Any) -> int:
-    """A pack either of them got this year counts for the merged member (no second one)."""
-    have = set(
-        await BirthdayGrant.filter(member_id=into_id)
-        .using_db(connection)
-        .values_list("year", flat=True)
-    )
-    moved = 0
-    for grant in await BirthdayGrant.filter(member_id=from_id).using_db(connection):
-        query = BirthdayGrant.filter(id=grant.id).using_db(connection)
-        if grant.year in have:
-            await query.delete()
-        else:
-            moved += await query.update(member_id=into_id)
-    return moved
-
-
-identity.register_member_owned(BirthdayGrant, "member_id", mover=move_member_grants)
+identity.register_member_owned(
+    BirthdayGrant, "member_id", mover=identity.keep_one_mover(BirthdayGrant, "year")
+)

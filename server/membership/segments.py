@@ -295,23 +295,6 @@ async def compute_rfm(now: datetime | None = None, *, full: bool = False) -> int
     return int(scored[0]["n"])
 
 
-async def move_member_segments(from_id: int, into_id: int, connection: Any) -> int:
-    """A merge: the absorbed member's segment places go to the survivor (once per segment)."""
-    theirs = set(
-        await SegmentMember.filter(member_id=into_id)
-        .using_db(connection)
-        .values_list("segment_id", flat=True)
-    )
-    moved = 0
-    for row in await SegmentMember.filter(member_id=from_id).using_db(connection):
-        query = SegmentMember.filter(id=row.id).using_db(connection)
-        if row.segment_id in theirs:
-            await query.delete()
-        else:
-            moved += await query.update(member_id=into_id)
-    return moved
-
-
 async def drop_member_rfm(from_id: int, into_id: int, connection: Any) -> int:
     """A merge: both RFM rows go; the survivor's is rebuilt after the commit (`_rescore`)."""
     return await MemberRfm.filter(member_id__in=[from_id, into_id]).using_db(connection).delete()
@@ -330,6 +313,8 @@ async def _rescore(from_id: int, into_id: int) -> None:
         await conn.execute_query(_RANK)
 
 
-identity.register_member_owned(SegmentMember, "member_id", mover=move_member_segments)
+identity.register_member_owned(
+    SegmentMember, "member_id", mover=identity.keep_one_mover(SegmentMember, "segment_id")
+)
 identity.register_member_owned(MemberRfm, "member_id", mover=drop_member_rfm)
 identity.on_member_merged(_rescore)

@@ -470,23 +470,6 @@ async def points_history(
     return await ledger.entries(account.id, limit=limit, before_id=before_id)
 
 
-async def move_member_grants(from_id: int, into_id: int, connection: Any) -> int:
-    """Benefits one of the two got this year count for the merged member (no second pack)."""
-    theirs = await BenefitGrant.filter(member_id=into_id).using_db(connection)
-    have = {(g.tier_code, g.year) for g in theirs}
-    moved = 0
-    for grant in await BenefitGrant.filter(member_id=from_id).using_db(connection):
-        if (grant.tier_code, grant.year) in have:
-            await BenefitGrant.filter(id=grant.id).using_db(connection).delete()
-        else:
-            moved += (
-                await BenefitGrant.filter(id=grant.id)
-                .using_db(connection)
-                .update(member_id=into_id)
-            )
-    return moved
-
-
 # -- spending points: rewards and checkout ------------------------------------------------------
 
 POINTS_PER_YUAN_OFF = 100  # 100 points pay 1 yuan (1 point = 1 fen)
@@ -523,7 +506,9 @@ identity.register_member_owned(TierChange, "member_id")
 identity.register_member_owned(PointsLot, "member_id")
 identity.register_member_owned(PointsRedemption, "member_id")
 identity.register_member_owned("membership.PosSale", "member_id")
-identity.register_member_owned(BenefitGrant, "member_id", mover=move_member_grants)
+identity.register_member_owned(
+    BenefitGrant, "member_id", mover=identity.keep_one_mover(BenefitGrant, "tier_code", "year")
+)
 
 
 async def _after_merge(from_id: int, into_id: int) -> None:
