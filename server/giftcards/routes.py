@@ -27,8 +27,8 @@ from server.giftcards.schemas import (
 )
 from server.infra import auth
 from server.infra.http import body, idempotency_key, respond, returns
-from server.orders.idempotency import run_once
-from server.orders.schemas import OrderOut, order_view
+from server.orders.idempotency import place_once
+from server.orders.schemas import OrderOut
 from server.wechat.client import client_for
 
 bp = Blueprint("giftcards", url_prefix="/api/v1")
@@ -119,17 +119,14 @@ async def buy(request: Request, payload: BuyIn) -> HTTPResponse:
     member_id = request.ctx.principal.subject
     key = idempotency_key(request)  # money: a second tap must not buy twice
 
-    async def work() -> tuple[int, dict]:
-        order = await service.place_order(
-            member_id, payload.design_id, payload.face_value_fen, payload.quantity
-        )
-        return 201, (await order_view(order)).model_dump(mode="json")
-
-    status, answer = await run_once(
-        f"member:{member_id}:POST /gift-cards/orders",
+    status, answer = await place_once(
+        member_id,
+        "/gift-cards/orders",
         key,
         payload.model_dump(mode="json"),
-        work,
+        lambda: service.place_order(
+            member_id, payload.design_id, payload.face_value_fen, payload.quantity
+        ),
     )
     return respond(answer, status=status)
 

@@ -144,7 +144,7 @@ async def new_card(
     raise Conflict("could not number a card; try again", code="CARD_NUMBER_CONTENDED")
 
 
-async def _balances(cards: list[GiftCard], conn: Any = None) -> dict[int, int]:
+async def card_balances(cards: list[GiftCard], conn: Any = None) -> dict[int, int]:
     accounts = await ledger.accounts_of([c.account_id for c in cards], conn)
     return {c.id: int(accounts[c.account_id].balance) for c in cards}
 
@@ -175,7 +175,7 @@ def design_view(design: GiftCardDesign) -> dict[str, Any]:
 
 async def my_cards(member_id: int) -> list[dict[str, Any]]:
     cards = await GiftCard.filter(holder_id=member_id).order_by("-id").prefetch_related("design")
-    balances = await _balances(cards)
+    balances = await card_balances(cards)
     return [card_view(c, balances[c.id], c.design) for c in cards]
 
 
@@ -278,7 +278,7 @@ async def _take_cards_back(move: lifecycle.Move) -> None:
         .using_db(move.conn)
         .order_by("id")
     )
-    balances = await _balances(cards, move.conn)
+    balances = await card_balances(cards, move.conn)
     buyer = int(order.member_id)  # type: ignore[attr-defined]
     for card in cards:
         if (
@@ -373,7 +373,7 @@ async def stats() -> dict[str, Any]:
     accounts = LedgerAccount.filter(kind=ACCOUNT_KIND)
     outstanding = sum(int(b) for b in await accounts.values_list("balance", flat=True))
     expired_cards = await GiftCard.filter(status=CardStatus.EXPIRED)
-    expired_balances = await _balances(expired_cards)
+    expired_balances = await card_balances(expired_cards)
     return {
         "sold": {"count": count("issue"), "fen": total("issue")},
         "printed": {"count": count("issue_batch"), "fen": total("issue_batch")},

@@ -7,11 +7,9 @@ from typing import Any
 from server.giftcards import service
 from server.infra.errors import Conflict
 from server.ledger import service as ledger
-from server.orders.models import Order, OrderKind
+from server.orders.models import Order
 from server.payments import tenders
 from server.payments.models import Tender
-
-NOT_FOR = (OrderKind.GIFTCARD, OrderKind.TOPUP)  # balances do not buy balances
 
 
 async def _capture(
@@ -20,13 +18,13 @@ async def _capture(
     """Each card, in the order the shopper listed them, pays min(its balance, what is left),
     read under the card's lock. With `expect_fen` (what the checkout showed), cards that now
     cover another amount capture nothing: 409 CARD_BALANCE_CHANGED."""
-    if order.kind in NOT_FOR:
+    if order.kind in tenders.BALANCE_PURCHASES:
         raise Conflict(
             "a gift card cannot buy gift cards or stored value", code="GIFT_CARD_NOT_ACCEPTED"
         )
     ids = [int(r) for r in asked["refs"]]
     cards = await service.lock_cards(int(order.member_id), ids, conn)  # type: ignore[attr-defined]
-    balances = await service._balances(cards, conn)
+    balances = await service.card_balances(cards, conn)
     out: list[tenders.Captured] = []
     for card in cards:
         take = min(balances[card.id], left)

@@ -8,7 +8,7 @@ from sanic_ext import openapi
 from server.infra import auth
 from server.infra.http import body, idempotency_key, query, respond, returns
 from server.membership import birthday, cards, pos, rewards, segments, service, stored_value
-from server.membership.models import Segment, StoredValuePlan
+from server.membership.models import StoredValuePlan
 from server.membership.schemas import (
     BirthdayPackIn,
     BirthdayPackOut,
@@ -39,8 +39,8 @@ from server.membership.schemas import (
     TiersIn,
     TopUpIn,
 )
-from server.orders.idempotency import run_once
-from server.orders.schemas import OrderOut, order_view
+from server.orders.idempotency import place_once, run_once
+from server.orders.schemas import OrderOut
 
 bp = Blueprint("membership", url_prefix="/api/v1")
 
@@ -146,12 +146,12 @@ async def top_up(request: Request, payload: TopUpIn) -> HTTPResponse:
     member_id = request.ctx.principal.subject
     key = idempotency_key(request)
 
-    async def work() -> tuple[int, dict]:
-        order = await stored_value.top_up(member_id, payload.plan_id)
-        return 201, (await order_view(order)).model_dump(mode="json")
-
-    status, answer = await run_once(
-        f"member:{member_id}:POST /stored-value/top-ups", key, payload.model_dump(mode="json"), work
+    status, answer = await place_once(
+        member_id,
+        "/stored-value/top-ups",
+        key,
+        payload.model_dump(mode="json"),
+        lambda: stored_value.top_up(member_id, payload.plan_id),
     )
     return respond(answer, status=status)
 
@@ -273,7 +273,7 @@ async def create_segment(request: Request, payload: SegmentIn) -> HTTPResponse:
 @auth.authenticated("operator")
 @returns(SegmentList)
 async def list_segments(request: Request) -> HTTPResponse:
-    rows = await Segment.all().order_by("-id").limit(200)
+    rows = await segments.list_segments()
     return respond({"items": [segments.segment_view(s) for s in rows]})
 
 
@@ -323,14 +323,11 @@ async def buy_card(request: Request, payload: BuyCardIn) -> HTTPResponse:
     member_id = request.ctx.principal.subject
     key = idempotency_key(request)
 
-    async def work() -> tuple[int, dict]:
-        order = await cards.buy(member_id, payload.plan_id)
-        return 201, (await order_view(order)).model_dump(mode="json")
-
-    status, answer = await run_once(
-        f"member:{member_id}:POST /membership/cards/orders",
+    status, answer = await place_once(
+        member_id,
+        "/membership/cards/orders",
         key,
         payload.model_dump(mode="json"),
-        work,
+        lambda: cards.buy(member_id, payload.plan_id),
     )
     return respond(answer, status=status)

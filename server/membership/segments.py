@@ -168,6 +168,10 @@ async def get_segment(segment_id: int) -> Segment:
     return segment
 
 
+async def list_segments(limit: int = 200) -> list[Segment]:
+    return await Segment.all().order_by("-id").limit(limit)
+
+
 async def compute_segment(segment: Segment, now: datetime | None = None) -> int:
     """Replace the segment's members with what its rule holds now: two statements in one
     transaction, so a claim never sees it half-computed."""

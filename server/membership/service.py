@@ -472,8 +472,7 @@ async def points_history(
 
 # -- spending points: rewards and checkout ------------------------------------------------------
 
-POINTS_PER_YUAN_OFF = 100  # 100 points pay 1 yuan (1 point = 1 fen)
-POINTS_SHARE_MAX = 0.5  # of an order's goods
+POINTS_SHARE_MAX = 0.5  # points (1 fen each: 100 points = 1 yuan) pay at most this of the goods
 
 
 # -- the member's page ----------------------------------------------------------------------------

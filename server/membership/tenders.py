@@ -11,18 +11,17 @@ from server.infra.errors import Conflict
 from server.ledger import service as ledger
 from server.membership import service, stored_value
 from server.membership.service import BONUS, PRINCIPAL
-from server.orders.models import Order, OrderKind
+from server.orders.models import Order
 from server.payments import tenders
 from server.payments.models import Tender
 
-NOT_FOR = (OrderKind.GIFTCARD, OrderKind.TOPUP)  # balances do not buy balances
 KIND = {"principal": PRINCIPAL, "bonus": BONUS}
 
 
 async def _capture(
     order: Order, asked: dict[str, Any], left: int, conn: Any
 ) -> list[tenders.Captured]:
-    if order.kind in NOT_FOR:
+    if order.kind in tenders.BALANCE_PURCHASES:
         raise Conflict(
             "stored value cannot buy gift cards or stored value", code="STORED_VALUE_NOT_ACCEPTED"
         )
@@ -49,7 +48,7 @@ async def _capture_points(
     order: Order, asked: dict[str, Any], left: int, conn: Any
 ) -> list[tenders.Captured]:
     """Points pay 1 fen each, for at most half of the order's goods; spent oldest lot first."""
-    if order.kind in NOT_FOR:
+    if order.kind in tenders.BALANCE_PURCHASES:
         raise Conflict("points cannot buy gift cards or stored value", code="POINTS_NOT_ACCEPTED")
     points = int(asked["points"])
     cap = int(order.goods_fen * service.POINTS_SHARE_MAX)

@@ -72,3 +72,21 @@ async def run_once(
         raise
     await IdempotentRequest.filter(id=claim.id).update(status=status, response=body)
     return status, body
+
+
+async def place_once(
+    member_id: int,
+    route: str,
+    key: str | None,
+    payload: Any,
+    place: Callable[[], Awaitable[Any]],
+) -> tuple[int, dict[str, Any]]:
+    """An order-placing POST (pickup, gift cards, top-ups, membership cards) run at most once
+    per (member, route, key): (201, the order as its shopper sees it), replayed on a retry."""
+    from server.orders.schemas import order_view
+
+    async def work() -> tuple[int, dict[str, Any]]:
+        order = await place()
+        return 201, (await order_view(order)).model_dump(mode="json")
+
+    return await run_once(f"member:{member_id}:POST {route}", key, payload, work)

@@ -8,7 +8,7 @@ from sanic.response import HTTPResponse
 from server.infra import auth
 from server.infra.http import body, respond, returns
 from server.orders import pickup, service
-from server.orders.idempotency import run_once
+from server.orders.idempotency import place_once
 from server.orders.schemas import (
     CancelIn,
     CompleteIn,
@@ -17,6 +17,7 @@ from server.orders.schemas import (
     PickupOrderIn,
     order_view,
 )
+from server.payments import checkout
 from server.payments import service as payments
 from server.payments.schemas import PayIn, PayOut
 
@@ -32,21 +33,18 @@ async def place_order(request: Request, payload: PickupOrderIn) -> HTTPResponse:
     first answer and never a second order."""
     member_id = request.ctx.principal.subject
 
-    async def work() -> tuple[int, dict]:
-        order = await pickup.place_pickup_order(
+    status, answer = await place_once(
+        member_id,
+        "/orders",
+        request.headers.get("idempotency-key"),
+        payload.model_dump(mode="json"),
+        lambda: pickup.place_pickup_order(
             request.app.ctx.settings,
             member_id,
             payload.store_id,
             {i.sku_id: i.quantity for i in payload.items},
             payload.coupon_ids,
-        )
-        return 201, (await order_view(order)).model_dump(mode="json")
-
-    status, answer = await run_once(
-        f"member:{member_id}:POST /orders",
-        request.headers.get("idempotency-key"),
-        payload.model_dump(mode="json"),
-        work,
+        ),
     )
     return respond(answer, status=status)
 
@@ -79,7 +77,7 @@ async def pay_order(request: Request, order_no: str, payload: PayIn) -> HTTPResp
     order = await service.get_order(
         order_no, member_id=request.ctx.principal.subject, redis=request.app.ctx.redis
     )
-    answer = await payments.pay(
+    answer = await checkout.pay(
         request.app.ctx.settings, order, appid=payload.appid, asked=payload.asked()
     )
     return respond(PayOut(**answer))

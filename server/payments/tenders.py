@@ -23,10 +23,13 @@ from typing import Any
 
 from server.infra.errors import Conflict
 from server.orders import lifecycle
-from server.orders.models import Order, OrderStatus
+from server.orders.models import Order, OrderKind, OrderStatus
 from server.payments.models import Tender, TenderStatus
 
 WECHAT = "wechat"
+# Balances do not buy balances: a gift card, stored value or points never pay for gift cards
+# or a top-up (each source refuses these kinds with its own code).
+BALANCE_PURCHASES = frozenset({OrderKind.GIFTCARD, OrderKind.TOPUP})
 
 
 @dataclass(frozen=True)
