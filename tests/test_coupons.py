@@ -673,7 +673,7 @@ async def test_demo_seed_is_idempotent_and_walks_claim_code_scan(
 async def test_member_merge_moves_coupons_and_the_limit_still_holds(
     api: httpx.AsyncClient, op: dict[str, str], database: Settings, redis: Any
 ) -> None:
-    from server.identity import service as identity
+    from server.identity import merge
 
     t = await make_template(api, op, name="Merge me", total=50, per_member_limit=3)
     a, ha = await new_member(database)
@@ -685,7 +685,7 @@ async def test_member_merge_moves_coupons_and_the_limit_still_holds(
     i = await cs.create_issuance(campaign["id"], [a.id, b.id], None)
     await cs.run_issuance(Scripts(redis), i.id)
 
-    merged = await identity.merge_members(redis, database, a.id, b.id, f"u-{uuid.uuid4().hex}")
+    merged = await merge.merge_members(redis, database, a.id, b.id, f"u-{uuid.uuid4().hex}")
     assert merged is not None
     seqs = sorted(
         await Coupon.filter(template_id=t["id"], member_id=b.id).values_list("claim_seq", flat=True)

@@ -802,11 +802,11 @@ async def test_operator_figures_are_the_ledger_sums(
 async def test_a_merge_moves_the_cards_their_history_and_their_money(
     api: httpx.AsyncClient, design: dict[str, Any], settings: Settings, redis: aioredis.Redis
 ) -> None:
-    from server.identity import service as identity
+    from server.identity import merge
 
     old, card = await card_in_hand(api, design, 5000)
     new = await shopper(api)
-    await identity.merge_members(
+    await merge.merge_members(
         redis, settings, old["member_id"], new["member_id"], f"u-{uuid.uuid4().hex}"
     )
     moved = await my_cards(api, new)

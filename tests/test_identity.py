@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from server.identity import merge as merging
 from server.identity import service
 from server.identity.models import Member, MemberMerge, WeChatIdentity
 from server.infra import auth
@@ -196,7 +197,7 @@ async def test_member_made_before_its_unionid_is_merged_and_keeps_what_it_owned(
 
 
 async def test_registered_member_owned_tables_move_with_a_merge(database: Settings) -> None:
-    """The registry in identity.service: a domain's mover runs inside the merge transaction."""
+    """The registry in identity.merge: a domain's mover runs inside the merge transaction."""
     seen: list[tuple[int, int]] = []
 
     async def mover(from_id: int, into_id: int, conn: Any) -> int:
@@ -205,18 +206,18 @@ async def test_registered_member_owned_tables_move_with_a_merge(database: Settin
 
     a = await Member.create(points=5)
     b = await Member.create(unionid=uid(), points=1)
-    service.register_member_owned(Member, "merged_into", mover)
+    merging.register_member_owned(Member, "merged_into", mover)
     try:
-        labels = {e[0] for e in service.owned_tables()}
+        labels = {e[0] for e in merging.owned_tables()}
         assert "orders.Order" in labels  # foreign keys to members are found on their own
-        record = await service.merge_members(None, database, a.id, b.id, b.unionid or "")
+        record = await merging.merge_members(None, database, a.id, b.id, b.unionid or "")
         assert record is not None and seen == [(a.id, b.id)]
         assert record.moved["identity.Member.merged_into_id"] == 1
         assert (await Member.get(id=b.id)).points == 6
         # Merging again does nothing.
-        assert await service.merge_members(None, database, a.id, b.id, b.unionid or "") is None
+        assert await merging.merge_members(None, database, a.id, b.id, b.unionid or "") is None
     finally:
-        service._OWNED.pop(("identity.Member", "merged_into"), None)
+        merging._OWNED.pop(("identity.Member", "merged_into"), None)
 
 
 async def test_twenty_simultaneous_first_logins_make_one_member(api: httpx.AsyncClient) -> None:
@@ -598,12 +599,12 @@ async def test_a_merge_that_fails_midway_changes_nothing(database: Settings) -> 
     a = await Member.create(points=7)
     b = await Member.create(unionid=uid(), points=2)
     ident = await WeChatIdentity.create(appid=MAIN, openid=f"o{uuid.uuid4().hex}", member=a)
-    service.register_member_owned(Member, "merged_into", stuck)
+    merging.register_member_owned(Member, "merged_into", stuck)
     try:
-        with pytest.raises(service.MergeConflict):
-            await service.merge_members(None, database, a.id, b.id, b.unionid or "")
+        with pytest.raises(merging.MergeConflict):
+            await merging.merge_members(None, database, a.id, b.id, b.unionid or "")
     finally:
-        service._OWNED.pop(("identity.Member", "merged_into"), None)
+        merging._OWNED.pop(("identity.Member", "merged_into"), None)
     await ident.refresh_from_db()
     assert ident.member_id == a.id  # the identity moved first, and was moved back
     assert (await Member.get(id=a.id)).points == 7 and (await Member.get(id=b.id)).points == 2

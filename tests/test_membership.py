@@ -248,7 +248,7 @@ async def test_a_merge_keeps_the_sum_of_both_members_points_and_balances(
     settings: Settings,
     redis: aioredis.Redis,
 ) -> None:
-    from server.identity import service as identity
+    from server.identity import merge
 
     old, new = await shopper(api), await shopper(api)
     r = await api.patch("/api/v1/me", headers=old["headers"], json={"birthday": "1990-07-08"})
@@ -266,9 +266,7 @@ async def test_a_merge_keeps_the_sum_of_both_members_points_and_balances(
     )
     await segments.compute_rfm()
     assert {old["member_id"], new["member_id"]} <= set(await segments.members(both.id))
-    await identity.merge_members(
-        redis, settings, old["member_id"], new["member_id"], uuid.uuid4().hex
-    )
+    await merge.merge_members(redis, settings, old["member_id"], new["member_id"], uuid.uuid4().hex)
     after = await me(api, new)
     assert after["points"] == sum(b["points"] for b in before) == 60
     assert after["stored_value_fen"] == sum(b["stored_value_fen"] for b in before) == 22000

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from tortoise.transactions import in_transaction
 
+from server.identity import merge
 from server.identity import service as identity
 from server.identity.models import Member, Operator
 from server.infra.auth import encode_access
@@ -419,7 +420,7 @@ async def test_a_merge_moves_shares_and_conversions_without_a_clash(
     # And someone joined through the old account's share.
     assert await share.record_conversion(old_only.scene, other.id, OPEN_KIND, only_old) == old.id
 
-    record = await identity.merge_members(None, database, old.id, new.id, new.unionid or "")
+    record = await merge.merge_members(None, database, old.id, new.id, new.unionid or "")
     assert record is not None
 
     assert not await Share.filter(sharer_id=old.id).exists()

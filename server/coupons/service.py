@@ -362,9 +362,9 @@ async def move_member_coupons(from_id: int, into_id: int, connection: Any) -> in
 
 
 def _register_merge_mover() -> None:
-    from server.identity import service as identity
+    from server.identity import merge
 
-    identity.register_member_owned(Coupon, "member", mover=move_member_coupons)
+    merge.register_member_owned(Coupon, "member", mover=move_member_coupons)
 
 
 _register_merge_mover()

@@ -18,6 +18,7 @@ from tortoise.transactions import in_transaction
 
 from server.giftcards.models import CardStatus, Gift, GiftCard, GiftStatus
 from server.giftcards.service import design_view, my_card
+from server.identity import merge
 from server.identity import service as identity
 from server.infra.clock import utcnow
 from server.infra.errors import Conflict, NotFound, ValidationFailed
@@ -307,5 +308,5 @@ async def my_gifts(member_id: int) -> list[Gift]:
     return await Gift.filter(giver_id=member_id).order_by("-id").limit(100)
 
 
-identity.register_member_owned(Gift, "giver_id")
-identity.register_member_owned(Gift, "claimer_id")
+merge.register_member_owned(Gift, "giver_id")
+merge.register_member_owned(Gift, "claimer_id")

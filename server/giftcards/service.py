@@ -25,7 +25,7 @@ from server.giftcards.models import (
     GiftCard,
     GiftCardDesign,
 )
-from server.identity import service as identity
+from server.identity import merge
 from server.infra.clock import utcnow
 from server.infra.errors import Conflict, NotFound, ValidationFailed
 from server.infra.models import is_id
@@ -387,5 +387,5 @@ async def stats() -> dict[str, Any]:
 
 
 # Merges (identity): a member's cards and gifts move with them.
-identity.register_member_owned(GiftCard, "holder_id")
-identity.register_member_owned(GiftCard, "buyer_id")
+merge.register_member_owned(GiftCard, "holder_id")
+merge.register_member_owned(GiftCard, "buyer_id")

@@ -14,6 +14,7 @@ from server.catalog.models import Sku
 from server.coupons import service as coupons
 from server.groupbuy import seats
 from server.groupbuy.models import ActivityState, Group, GroupBuy, GroupSeat, GroupStatus, SeatState
+from server.identity import merge
 from server.identity import service as identity
 from server.infra.clock import iso_local, utcnow
 from server.infra.errors import Conflict, NotFound, ValidationFailed
@@ -335,4 +336,4 @@ async def move_member_seats(from_id: int, into_id: int, connection: Any) -> int:
     return len(rows)
 
 
-identity.register_member_owned(GroupSeat, "member_id", mover=move_member_seats)
+merge.register_member_owned(GroupSeat, "member_id", mover=move_member_seats)

@@ -20,7 +20,7 @@ from typing import Any
 from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 
-from server.identity import service as identity
+from server.identity import merge
 from server.infra.db import dialect_sql
 from server.infra.errors import Conflict, NotFound
 from server.ledger.models import LedgerAccount, LedgerEntry
@@ -283,5 +283,5 @@ async def move_member_accounts(from_id: int, into_id: int, connection: Any) -> i
 
 
 # Merges: the accounts a member holds, and the history of what they held, move with them.
-identity.register_member_owned(LedgerAccount, "member_id", mover=move_member_accounts)
-identity.register_member_owned(LedgerEntry, "member_id")
+merge.register_member_owned(LedgerAccount, "member_id", mover=move_member_accounts)
+merge.register_member_owned(LedgerEntry, "member_id")

@@ -12,6 +12,7 @@ from typing import Any
 from tortoise.exceptions import DoesNotExist, IntegrityError
 from tortoise.transactions import in_transaction
 
+from server.identity import merge
 from server.identity import service as identity
 from server.identity.models import Member
 from server.infra.clock import SHANGHAI, utcnow
@@ -133,6 +134,6 @@ async def _greet(event: Any, env: outbox.Env) -> None:
         log.info("birthday message not accepted", extra={"member": event.payload["member"]})
 
 
-identity.register_member_owned(
-    BirthdayGrant, "member_id", mover=identity.keep_one_mover(BirthdayGrant, "year")
+merge.register_member_owned(
+    BirthdayGrant, "member_id", mover=merge.keep_one_mover(BirthdayGrant, "year")
 )

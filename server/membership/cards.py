@@ -15,7 +15,7 @@ from typing import Any
 from tortoise.exceptions import DoesNotExist, IntegrityError
 from tortoise.transactions import in_transaction
 
-from server.identity import service as identity
+from server.identity import merge
 from server.infra.clock import utcnow
 from server.infra.errors import AppError, Conflict, NotFound, ValidationFailed
 from server.infra.models import is_id
@@ -213,4 +213,4 @@ async def _end_period(move: lifecycle.Move) -> None:
     await MemberCard.filter(id=card.id).using_db(move.conn).update(status="refunded")
 
 
-identity.register_member_owned(MemberCard, "member_id")
+merge.register_member_owned(MemberCard, "member_id")

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter
 from tortoise.transactions import in_transaction
 
-from server.identity import service as identity
+from server.identity import merge
 from server.infra.clock import utcnow
 from server.infra.db import dialect_sql
 from server.infra.errors import NotFound, ValidationFailed
@@ -317,8 +317,8 @@ async def _rescore(from_id: int, into_id: int) -> None:
         await conn.execute_query(_RANK)
 
 
-identity.register_member_owned(
-    SegmentMember, "member_id", mover=identity.keep_one_mover(SegmentMember, "segment_id")
+merge.register_member_owned(
+    SegmentMember, "member_id", mover=merge.keep_one_mover(SegmentMember, "segment_id")
 )
-identity.register_member_owned(MemberRfm, "member_id", mover=drop_member_rfm)
-identity.on_member_merged(_rescore)
+merge.register_member_owned(MemberRfm, "member_id", mover=drop_member_rfm)
+merge.on_member_merged(_rescore)

@@ -29,6 +29,7 @@ from tortoise.exceptions import DoesNotExist, IntegrityError
 from tortoise.functions import Sum
 from tortoise.transactions import in_transaction
 
+from server.identity import merge
 from server.identity import service as identity
 from server.identity.models import Member
 from server.infra.clock import SHANGHAI, utcnow
@@ -500,13 +501,13 @@ async def my_membership(member_id: int) -> dict[str, Any]:
 
 # Merges: growth, tier history, lots and grants follow the member (ledger accounts are
 # poured together by the ledger's own mover).
-identity.register_member_owned(GrowthEvent, "member_id")
-identity.register_member_owned(TierChange, "member_id")
-identity.register_member_owned(PointsLot, "member_id")
-identity.register_member_owned(PointsRedemption, "member_id")
-identity.register_member_owned("membership.PosSale", "member_id")
-identity.register_member_owned(
-    BenefitGrant, "member_id", mover=identity.keep_one_mover(BenefitGrant, "tier_code", "year")
+merge.register_member_owned(GrowthEvent, "member_id")
+merge.register_member_owned(TierChange, "member_id")
+merge.register_member_owned(PointsLot, "member_id")
+merge.register_member_owned(PointsRedemption, "member_id")
+merge.register_member_owned("membership.PosSale", "member_id")
+merge.register_member_owned(
+    BenefitGrant, "member_id", mover=merge.keep_one_mover(BenefitGrant, "tier_code", "year")
 )
 
 
@@ -516,4 +517,4 @@ async def _after_merge(from_id: int, into_id: int) -> None:
         await upgrade(into_id, f"merge:{from_id}", conn)
 
 
-identity.on_member_merged(_after_merge)
+merge.on_member_merged(_after_merge)

@@ -30,6 +30,7 @@ from tortoise.expressions import F, Q
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
+from server.identity import merge
 from server.identity import service as identity
 from server.infra.clock import iso_local, utcnow
 from server.infra.errors import AppError, NotFound, Unavailable, ValidationFailed
@@ -442,8 +443,8 @@ async def move_member_conversions(from_id: int, into_id: int, connection: Any) -
 
 
 def _register_merge_movers() -> None:
-    identity.register_member_owned(Share, "sharer", mover=move_member_shares)
-    identity.register_member_owned(ShareConversion, "joiner", mover=move_member_conversions)
+    merge.register_member_owned(Share, "sharer", mover=move_member_shares)
+    merge.register_member_owned(ShareConversion, "joiner", mover=move_member_conversions)
 
 
 _register_merge_movers()
