@@ -36,6 +36,7 @@ DOMAIN_ROUTES: list[str] = [
     "groupbuy",
     "giftcards",
     "membership",
+    "takeout",
 ]
 
 _SANIC_CODES = {

@@ -6,6 +6,9 @@ the data dir, the WeChat sandbox mounted, demo data seeded.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -108,6 +111,22 @@ class Settings(BaseSettings):
     write_off_revoke_minutes: int = Field(
         default=10, description="minutes a store manager has to revoke a coupon write-off"
     )
+    takeout_accept_minutes: float = Field(
+        default=5, gt=0, description="a paid takeout order not accepted this soon is refunded"
+    )
+    delivery_shopid: str | None = Field(
+        default=None, description="immediate-delivery (即时配送) shopid; default sandbox's"
+    )
+    delivery_id: str = Field(default="SANDBOX", description="the courier company's delivery_id")
+    delivery_app_secret: str | None = Field(
+        default=None, description="the courier company's AppSecret (delivery_sign)"
+    )
+    wechat_push_token: str | None = Field(
+        default=None, description="message push Token (signature of callbacks)"
+    )
+    wechat_push_aes_key: str | None = Field(
+        default=None, description="message push EncodingAESKey (43 chars, safe mode)"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -167,6 +186,32 @@ class Settings(BaseSettings):
             return self.subscribe_templates[name] or None
         return f"sandbox-{name}" if self.sandbox_enabled else None
 
+    def _derived(self, purpose: str) -> str:
+        return hmac.new(self.secret, purpose.encode(), hashlib.sha256).hexdigest()
+
+    @property
+    def push_token(self) -> str | None:
+        """The message push Token; sandbox runs derive one from the secret."""
+        if self.wechat_push_token or not self.sandbox_enabled:
+            return self.wechat_push_token
+        return self._derived("push-token")[:32]
+
+    @property
+    def push_aes_key(self) -> str | None:
+        """The message push EncodingAESKey (43 base64 characters)."""
+        if self.wechat_push_aes_key or not self.sandbox_enabled:
+            return self.wechat_push_aes_key
+        return base64.b64encode(bytes.fromhex(self._derived("push-aes"))).decode()[:43]
+
+    @property
+    def delivery_account(self) -> tuple[str, str] | None:
+        """(shopid, AppSecret) at the courier company, or None when not configured."""
+        if self.delivery_shopid and self.delivery_app_secret:
+            return self.delivery_shopid, self.delivery_app_secret
+        if self.sandbox_enabled:
+            return "sandbox-shop", self._derived("delivery-secret")[:32]
+        return None
+
     def public_base(self, host: str = "127.0.0.1", port: int = 8000) -> str:
         return (self.public_url or f"http://{host}:{port}").rstrip("/")
 
@@ -192,7 +237,14 @@ class Settings(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """What is safe to print in a banner or a log line."""
-        secret = {"secret_key", "wechatpay_apiv3_key", "wechatpay_private_key"}
+        secret = {
+            "secret_key",
+            "wechatpay_apiv3_key",
+            "wechatpay_private_key",
+            "delivery_app_secret",
+            "wechat_push_token",
+            "wechat_push_aes_key",
+        }
         out = self.model_dump(exclude={*secret, "wechat_apps"})
         out["wechat_apps"] = [a.appid for a in self.apps]
         return out

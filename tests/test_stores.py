@@ -313,21 +313,21 @@ async def test_csv_import_rejects_a_file_without_the_required_columns(
 # -- for other domains -----------------------------------------------------------------------
 
 
-async def test_require_store_and_quote_delivery(
+async def test_require_store_and_delivery_area(
     api: httpx.AsyncClient, ops: dict[str, str], database: Settings
 ) -> None:
+    from server.stores.areas import fee_rules
+
     s = (
         await api.post("/api/v1/admin/stores", json=_body(hours="00:00-24:00"), headers=ops)
     ).json()
-    q = await service.quote_delivery(s["id"], 30.58 + 0.018, 114.28, 2500)  # ~2 km north
-    assert 1990 < q["distance_m"] < 2010 and q["fee_fen"] == 500
-    assert (await service.quote_delivery(s["id"], 30.59, 114.28, 3900))["fee_fen"] == 0
+    store = await service.get_store(s["id"])
+    area, distance = service.delivery_area(store, 30.58 + 0.018, 114.28)  # ~2 km north
+    assert 1990 < distance < 2010 and fee_rules(area).fee_fen(distance, 2500) == 500
+    assert fee_rules(area).fee_fen(distance, 3900) == 0
     with pytest.raises(Exception) as exc:
-        await service.quote_delivery(s["id"], 30.58 + 0.03, 114.28, 2500)
-    assert getattr(exc.value, "code", "") == "OUT_OF_DELIVERY_RANGE"
-    with pytest.raises(Exception) as exc:
-        await service.quote_delivery(s["id"], 30.581, 114.28, 1000)
-    assert getattr(exc.value, "code", "") == "BELOW_MIN_ORDER"
+        service.delivery_area(store, 30.58 + 0.03, 114.28)
+    assert getattr(exc.value, "code", "") == "OUT_OF_DELIVERY_AREA"
     with pytest.raises(Exception) as exc:
         await service.require_store(s["id"], "write_off")
     assert getattr(exc.value, "code", "") == "SERVICE_NOT_OFFERED"

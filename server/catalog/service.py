@@ -473,6 +473,21 @@ async def store_menu_prices(store_id: int, sku_ids: Iterable[int]) -> dict[int, 
     }
 
 
+async def short_lines(store_id: int, lines: Mapping[int, int]) -> list[dict[str, int]]:
+    """The lines this store cannot fill now (requested, available), holding nothing: what a
+    quote shows before the order takes the stock."""
+    have = dict(
+        await StoreSku.filter(
+            store_id=store_id, sku_id__in=list(lines), available=True
+        ).values_list("sku_id", "stock")
+    )
+    return [
+        {"sku_id": sku_id, "requested": qty, "available": int(have.get(sku_id, 0))}
+        for sku_id, qty in sorted(lines.items())
+        if have.get(sku_id, 0) < qty
+    ]
+
+
 def _lines(lines: Mapping[int, int]) -> dict[int, int]:
     out: dict[int, int] = {}
     for sku_id, qty in lines.items():

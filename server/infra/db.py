@@ -34,6 +34,7 @@ DOMAIN_APPS: list[str] = [
     "ledger",
     "giftcards",
     "membership",
+    "takeout",
 ]
 
 

@@ -48,7 +48,11 @@ Revive = Callable[[Order, Any], Awaitable[bool]]
 # on demand when the shopper asks for it first; answers whether the order exists now.
 Pending = Callable[[str, Any], Awaitable[bool]]
 
+# What a scenario adds to the order as its shopper sees it: a field of OrderOut.
+View = Callable[[Order], Awaitable[Any]]
+
 _hooks: list[tuple[OrderStatus, frozenset[OrderKind] | None, Hook]] = []
+_views: dict[OrderKind, tuple[str, View]] = {}
 _revivers: dict[OrderKind, Revive] = {}
 _pending: dict[str, Pending] = {}
 
@@ -64,6 +68,7 @@ HOOK_MODULES: list[str] = [
     "server.membership.service",
     "server.membership.stored_value",
     "server.membership.cards",
+    "server.takeout.service",
 ]
 
 
@@ -90,6 +95,24 @@ def revive(kind: OrderKind) -> Callable[[Revive], Revive]:
         return fn
 
     return wrap
+
+
+def view(kind: OrderKind, field: str) -> Callable[[View], View]:
+    """Register what orders of `kind` show in OrderOut's `field` (e.g. takeout's timeline)."""
+
+    def wrap(fn: View) -> View:
+        _views[kind] = (field, fn)
+        return fn
+
+    return wrap
+
+
+async def extra_view(order: Order) -> dict[str, Any]:
+    _load()
+    entry = _views.get(OrderKind(order.kind))
+    if entry is None:
+        return {}
+    return {entry[0]: await entry[1](order)}
 
 
 def pending_orders(prefix: str) -> Callable[[Pending], Pending]:

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from server.infra.clock import local
 from server.orders.models import Order, OrderEvent, OrderLine
+from server.takeout.schemas import TakeoutTrackOut
 
 
 class OrderItemIn(BaseModel):
@@ -69,6 +70,7 @@ class OrderOut(BaseModel):
     events: list[OrderEventOut] | None = None
     tenders: list[TenderOut] = Field(default_factory=list, description="how it is paid")
     flag: str | None = None
+    takeout: TakeoutTrackOut | None = Field(default=None, description="takeout orders only")
 
 
 class OrderListOut(BaseModel):
@@ -90,8 +92,10 @@ def order_out(
     tenders: list[dict[str, Any]] | None = None,
     *,
     show_pickup_code: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> OrderOut:
     return OrderOut(
+        **(extra or {}),
         order_no=order.order_no,
         kind=str(order.kind),
         status=str(order.status),
@@ -137,10 +141,11 @@ async def order_view(
     order: Order, *, events: bool = False, show_pickup_code: bool = True
 ) -> OrderOut:
     """The order as its shopper (or an operator) sees it, with how it is being paid."""
-    from server.orders import service
+    from server.orders import lifecycle, service
     from server.payments import tenders  # payments builds on orders: imported when used
 
     lines = await service.order_lines(order)
     evs = await service.order_events(order) if events else None
     paid_by = tenders.tenders_out(await tenders.of_order(order.id))
-    return order_out(order, lines, evs, paid_by, show_pickup_code=show_pickup_code)
+    extra = await lifecycle.extra_view(order)
+    return order_out(order, lines, evs, paid_by, show_pickup_code=show_pickup_code, extra=extra)

@@ -68,6 +68,7 @@ HANDLER_MODULES: list[str] = [
     "server.giftcards.printed",
     "server.membership.service",
     "server.membership.birthday",
+    "server.takeout.board",
 ]
 
 

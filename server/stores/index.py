@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 
 from server.infra.clock import utcnow
 from server.infra.redis import Scripts
+from server.stores import areas
 from server.stores.hours import week_minutes
 from server.stores.models import Store
 
@@ -80,6 +81,10 @@ def card(store: Store) -> dict[str, Any]:
         "phone": store.phone,
         "services": services_of(store),
         "delivery_radius_m": store.delivery_radius_m,
+        "areas": areas.store_areas(
+            store.delivery_radius_m, store.delivery_fee_rules, store.delivery_areas
+        ),
+        "packing_fee_fen": store.packing_fee_fen,
         "week": week_minutes(store.hours or {}),
         "closed_from": _iso(store.closed_from),
         "closed_until": _iso(store.closed_until),

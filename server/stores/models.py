@@ -33,6 +33,10 @@ class Store(TimestampedModel):
     # Takeout: how far the store delivers, and what it charges (see stores.hours.FeeRules).
     delivery_radius_m = fields.IntField(default=3000)
     delivery_fee_rules = fields.JSONField(default=dict)
+    # Radius or polygon areas, each with its own fee rules (stores.areas.DeliveryArea); none:
+    # the radius and fee rules above are the one area.
+    delivery_areas = fields.JSONField(default=list)
+    packing_fee_fen = fields.IntField(default=0)  # per takeout order
     # Bumped on every change; the locator index keeps the newest version it was given.
     version = fields.IntField(default=1)
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from server.stores.areas import MAX_AREAS, DeliveryArea
 from server.stores.geo import MAX_LAT
 from server.stores.hours import FeeRules, normalize_hours
 
@@ -47,6 +48,12 @@ class StoreFields(BaseModel):
     services: list[Service] = Field(default_factory=lambda: ["pickup", "write_off"])
     delivery_radius_m: int = Field(default=3000, ge=0, le=50_000)
     delivery_fee_rules: FeeRules = Field(default_factory=FeeRules)
+    delivery_areas: list[DeliveryArea] = Field(
+        default_factory=list,
+        max_length=MAX_AREAS,
+        description="takeout areas, tried in order; none: delivery_radius_m on delivery_fee_rules",
+    )
+    packing_fee_fen: int = Field(default=0, ge=0, le=100_000, description="per takeout order")
 
     @field_validator("hours", mode="before")
     @classmethod
@@ -77,6 +84,8 @@ class StorePatch(BaseModel):
     services: list[Service] | None = None
     delivery_radius_m: int | None = Field(default=None, ge=0, le=50_000)
     delivery_fee_rules: FeeRules | None = None
+    delivery_areas: list[DeliveryArea] | None = Field(default=None, max_length=MAX_AREAS)
+    packing_fee_fen: int | None = Field(default=None, ge=0, le=100_000)
 
     @field_validator("hours", mode="before")
     @classmethod
@@ -138,6 +147,8 @@ class StoreOut(BaseModel):
     hours: dict[str, list[str]]
     delivery_radius_m: int
     delivery_fee_rules: dict[str, Any] | None = None
+    delivery_areas: list[dict[str, Any]] = Field(default_factory=list)
+    packing_fee_fen: int = 0
     closed: bool
     closed_from: dt.datetime | None = None
     closed_until: dt.datetime | None = None

@@ -154,6 +154,28 @@ def _store(
     )
 
 
+DEMO_AREAS: list[dict[str, Any]] = [
+    {
+        "name": "3 km",
+        "radius_m": 3000,
+        "base_fen": 300,
+        "min_order_fen": 2000,
+        "free_over_fen": 4900,
+    },
+    {
+        "name": "汉口沿江",
+        "polygon": [
+            {"lat": 30.560, "lng": 114.270},
+            {"lat": 30.560, "lng": 114.330},
+            {"lat": 30.640, "lng": 114.330},
+            {"lat": 30.640, "lng": 114.270},
+        ],
+        "base_fen": 600,
+        "min_order_fen": 3000,
+    },
+]
+
+
 def demo_stores() -> list[Store]:
     """The same list every time (fixed random seed)."""
     rng = random.Random(20261123)
@@ -175,6 +197,9 @@ def demo_stores() -> list[Store]:
             delivery_fee_rules=FeeRules(
                 base_fen=400, per_km_fen=100, free_over_fen=4900, min_order_fen=2000
             ).model_dump(),
+            # An inner ring and the Hankou riverside beyond it, as Meituan store areas are.
+            delivery_areas=DEMO_AREAS,
+            packing_fee_fen=100,
         )
     ]
     districts = [((d, lat, lng), w) for d, lat, lng, w in WUHAN]

@@ -26,8 +26,7 @@ from tortoise.transactions import in_transaction
 from server.infra.clock import utcnow
 from server.infra.errors import AppError, Conflict, NotFound, Unavailable, ValidationFailed
 from server.infra.http import validation_details
-from server.stores import index
-from server.stores.geo import haversine_m
+from server.stores import areas, index
 from server.stores.hours import FeeRules, OpenState, open_state, week_minutes
 from server.stores.models import Store
 from server.stores.schemas import (
@@ -74,6 +73,8 @@ def store_view(store: Store, at: datetime | None = None, *, admin: bool = False)
         "hours": store.hours,
         "delivery_radius_m": store.delivery_radius_m,
         "delivery_fee_rules": FeeRules.model_validate(store.delivery_fee_rules or {}).model_dump(),
+        "delivery_areas": store.delivery_areas or [],
+        "packing_fee_fen": store.packing_fee_fen,
         "closed": store.closed,
         "closed_from": store.closed_from,
         "closed_until": store.closed_until,
@@ -94,8 +95,14 @@ def _apply(store: Store, fields: dict[str, Any]) -> None:
                 setattr(store, s, s in value)
         elif key == "delivery_fee_rules":
             setattr(store, key, FeeRules.model_validate(value).model_dump())
+        elif key == "delivery_areas":
+            store.delivery_areas = [
+                areas.DeliveryArea.model_validate(a).model_dump(exclude_none=True) for a in value
+            ]
         else:
             setattr(store, key, value)
+    if why := areas.check_reach(store.lat, store.lng, store.delivery_areas or []):
+        raise ValidationFailed(why, code="VALIDATION_ERROR")
 
 
 async def _sync_in_tx(redis: Redis, store: Store) -> None:
@@ -256,17 +263,19 @@ async def cities() -> list[dict[str, Any]]:
     return [{"city": r["city"], "stores": r["n"]} for r in rows]
 
 
-async def nearby(redis: Redis, q: NearbyQuery) -> list[dict[str, Any]]:
-    """Stores around a point, nearest first, from the Redis GEO index.
+Keep = Callable[[int, float, dict[str, Any]], "dict[str, Any] | None"]
 
-    With a service or open-now filter the GEO search over-fetches (4x, then 16x, ... up to
-    MAX_FETCH hits) so `limit` stores that pass the filter come back when they exist."""
-    at = q.at or utcnow()
-    filtered = q.service is not None or q.open_now
-    count = min(MAX_FETCH, max(q.limit * 4, 50)) if filtered else q.limit
+
+async def _scan(
+    redis: Redis, lat: float, lng: float, radius_m: float, limit: int, keep: Keep, filtered: bool
+) -> list[dict[str, Any]]:
+    """Up to `limit` answers `keep(id, distance, card)` gives for the stores around a point,
+    nearest first, from the Redis GEO index. When `keep` filters, the GEO search over-fetches
+    (4x, then 16x, ... up to MAX_FETCH hits) so `limit` answers come back when they exist."""
+    count = min(MAX_FETCH, max(limit * 4, 50)) if filtered else limit
     while True:
         try:
-            hits = await index.search(redis, q.lat, q.lng, q.radius_m, count)
+            hits = await index.search(redis, lat, lng, radius_m, count)
             if hits is None:  # index lost (Redis restarted or flushed): rebuild, then answer
                 if not await index.ensure(redis):
                     raise Unavailable(
@@ -274,7 +283,7 @@ async def nearby(redis: Redis, q: NearbyQuery) -> list[dict[str, Any]]:
                         code="LOCATOR_REBUILDING",
                         headers={"Retry-After": "2"},
                     )
-                hits = await index.search(redis, q.lat, q.lng, q.radius_m, count) or []
+                hits = await index.search(redis, lat, lng, radius_m, count) or []
         except RedisError as exc:
             raise Unavailable(
                 "the store locator is unavailable", code="LOCATOR_UNAVAILABLE"
@@ -283,37 +292,86 @@ async def nearby(redis: Redis, q: NearbyQuery) -> list[dict[str, Any]]:
         for store_id, dist, c in hits:
             if c is None:
                 continue
-            if q.service and q.service not in c["services"]:
+            item = keep(store_id, dist, c)
+            if item is None:
                 continue
-            st = open_state(
-                c["week"], at, _parse_dt(c["closed_from"]), _parse_dt(c["closed_until"])
-            )
-            if q.open_now and not st.open_now:
-                continue
-            items.append(
-                {
-                    "id": store_id,
-                    "code": c["code"],
-                    "name": c["name"],
-                    "city": c["city"],
-                    "district": c["district"],
-                    "address": c["address"],
-                    "lat": c["lat"],
-                    "lng": c["lng"],
-                    "phone": c["phone"],
-                    "services": c["services"],
-                    "distance_m": round(dist, 1),
-                    "open_now": st.open_now,
-                    "next_open_at": st.next_open_at,
-                    "closes_at": st.closes_at,
-                    "delivers_here": "takeout" in c["services"] and dist <= c["delivery_radius_m"],
-                }
-            )
-            if len(items) == q.limit:
+            items.append(item)
+            if len(items) == limit:
                 return items
         if len(hits) < count or count >= MAX_FETCH:
             return items
         count = min(MAX_FETCH, count * 4)
+
+
+def _card_state(c: dict[str, Any], at: datetime) -> OpenState:
+    return open_state(c["week"], at, _parse_dt(c["closed_from"]), _parse_dt(c["closed_until"]))
+
+
+def _card_area(c: dict[str, Any], lat: float, lng: float) -> dict[str, Any] | None:
+    return areas.area_for(c["lat"], c["lng"], c.get("areas") or [], lat, lng)[0]
+
+
+def _card_fields(c: dict[str, Any], store_id: int, dist: float, st: OpenState) -> dict[str, Any]:
+    return {
+        "id": store_id,
+        "code": c["code"],
+        "name": c["name"],
+        "city": c["city"],
+        "district": c["district"],
+        "address": c["address"],
+        "lat": c["lat"],
+        "lng": c["lng"],
+        "phone": c["phone"],
+        "distance_m": round(dist, 1),
+        "open_now": st.open_now,
+        "next_open_at": st.next_open_at,
+        "closes_at": st.closes_at,
+    }
+
+
+async def nearby(redis: Redis, q: NearbyQuery) -> list[dict[str, Any]]:
+    """Stores around a point, nearest first, from the Redis GEO index."""
+    at = q.at or utcnow()
+
+    def keep(store_id: int, dist: float, c: dict[str, Any]) -> dict[str, Any] | None:
+        if q.service and q.service not in c["services"]:
+            return None
+        st = _card_state(c, at)
+        if q.open_now and not st.open_now:
+            return None
+        takeout = "takeout" in c["services"]
+        return {
+            **_card_fields(c, store_id, dist, st),
+            "services": c["services"],
+            "delivers_here": takeout and _card_area(c, q.lat, q.lng) is not None,
+        }
+
+    filtered = q.service is not None or q.open_now
+    return await _scan(redis, q.lat, q.lng, q.radius_m, q.limit, keep, filtered)
+
+
+async def delivering_to(
+    redis: Redis, lat: float, lng: float, at: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """Stores that take takeout, are open at `at` and whose delivery area holds the point,
+    nearest first, each with its area's terms: from the locator index, no table scan."""
+
+    def keep(store_id: int, dist: float, c: dict[str, Any]) -> dict[str, Any] | None:
+        if "takeout" not in c["services"]:
+            return None
+        st = _card_state(c, at)
+        if not st.open_now:
+            return None
+        area = _card_area(c, lat, lng)
+        if area is None:
+            return None
+        return {
+            **_card_fields(c, store_id, dist, st),
+            "area": area,
+            "packing_fee_fen": int(c.get("packing_fee_fen") or 0),
+        }
+
+    return await _scan(redis, lat, lng, areas.MAX_REACH_M, limit, keep, True)
 
 
 # -- for other domains -------------------------------------------------------------------------
@@ -334,27 +392,23 @@ async def require_store(
     return store
 
 
-async def quote_delivery(store_id: int, lat: float, lng: float, goods_fen: int) -> dict[str, Any]:
-    """Takeout from this store to (lat, lng): distance and fee in fen, or a 409 saying why not."""
-    store = await require_store(store_id, "takeout")
-    rules = FeeRules.model_validate(store.delivery_fee_rules or {})
-    distance = haversine_m(store.lat, store.lng, lat, lng)
-    if distance > store.delivery_radius_m:
+def delivery_area(store: Store, lat: float, lng: float) -> tuple[dict[str, Any], float]:
+    """The delivery area of this store holding (lat, lng) and the distance, or a 409
+    OUT_OF_DELIVERY_AREA."""
+    area, distance = areas.area_for(
+        store.lat,
+        store.lng,
+        areas.store_areas(store.delivery_radius_m, store.delivery_fee_rules, store.delivery_areas),
+        lat,
+        lng,
+    )
+    if area is None:
         raise Conflict(
-            f"this address is {distance:.0f} m away; the store delivers within "
-            f"{store.delivery_radius_m} m",
-            code="OUT_OF_DELIVERY_RANGE",
+            f"this address ({distance:.0f} m from the store) is outside its delivery area",
+            code="OUT_OF_DELIVERY_AREA",
+            details={"distance_m": round(distance, 1)},
         )
-    if goods_fen < rules.min_order_fen:
-        raise Conflict(
-            f"takeout from this store starts at {rules.min_order_fen} fen",
-            code="BELOW_MIN_ORDER",
-        )
-    return {
-        "distance_m": round(distance, 1),
-        "fee_fen": rules.fee_fen(distance, goods_fen),
-        "min_order_fen": rules.min_order_fen,
-    }
+    return area, distance
 
 
 # -- CSV import --------------------------------------------------------------------------------

@@ -312,6 +312,21 @@ class WeChatClient:
         )
         return dict(data.get("result") or {"suggest": "pass", "label": 100})
 
+    async def local_delivery(
+        self, action: str, body: dict[str, Any], appid: str | None = None
+    ) -> dict[str, Any]:
+        """即时配送 business/order/{add,cancel,get}: the courier company's answer, whose own
+        refusal is `resultcode` != 0 (the caller decides; errcode failures raise here)."""
+        return dict(
+            await self._with_token(
+                appid,
+                "POST",
+                f"/cgi-bin/express/local/business/order/{action}",
+                f"local_delivery_{action}",
+                body=body,
+            )
+        )
+
     async def aclose(self) -> None:
         await self.http.aclose()
 

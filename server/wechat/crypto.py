@@ -66,3 +66,34 @@ def encrypt(session_key: str, payload: dict[str, Any], iv: bytes) -> str:
     padded = pad.update(orjson.dumps(payload)) + pad.finalize()
     enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
     return base64.b64encode(enc.update(padded) + enc.finalize()).decode()
+
+
+# -- message push (safe mode): what WeChat pushes to our server, e.g. update_waybill_status ----
+
+
+def push_signature(token: str, timestamp: str, nonce: str, encrypt: str) -> str:
+    """msg_signature = sha1 of the sorted (token, timestamp, nonce, Encrypt), hex."""
+    return hashlib.sha1("".join(sorted([token, timestamp, nonce, encrypt])).encode()).hexdigest()
+
+
+def _prp(aes_key: str) -> Any:
+    from wechatpy.crypto import PrpCrypto  # its AES-256-CBC framing is WeChat's own
+
+    return PrpCrypto(base64.b64decode(aes_key + "="))
+
+
+def encrypt_push(aes_key: str, appid: str, payload: dict[str, Any]) -> str:
+    """What WeChat does to a push in safe mode; the sandbox uses it."""
+    return _prp(aes_key).encrypt(orjson.dumps(payload).decode(), appid).decode()
+
+
+def decrypt_push(aes_key: str, appid: str, encrypt: str) -> dict[str, Any]:
+    """The pushed event; raises WeChatDataInvalid unless it opens and is for `appid`."""
+    try:
+        plain = _prp(aes_key).decrypt(encrypt, appid)
+        out = orjson.loads(plain)
+    except Exception:
+        raise WeChatDataInvalid("the push does not decrypt for this app") from None
+    if not isinstance(out, dict):
+        raise WeChatDataInvalid("the push is not an object")
+    return out

@@ -11,7 +11,11 @@ import importlib
 from sanic import Blueprint
 
 # Each module exposes a blueprint `bp` mounted under /_sandbox/wechat.
-SANDBOX_MODULES: list[str] = ["server.wechat.sandbox.routes", "server.wechat.sandbox.pay_routes"]
+SANDBOX_MODULES: list[str] = [
+    "server.wechat.sandbox.routes",
+    "server.wechat.sandbox.pay_routes",
+    "server.wechat.sandbox.delivery_routes",
+]
 
 
 def blueprints() -> list[Blueprint]:
