@@ -24,6 +24,7 @@ SEEDERS: list[str] = [
     "groupbuy",
     "giftcards",
     "membership",
+    "takeout",
 ]
 
 Progress = Callable[[str, int], Any]

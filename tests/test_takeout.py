@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -724,3 +724,76 @@ async def test_the_feed_resumes_after_last_event_id(
     feed = Feed(other_server.base_url, {**shop["clerk_h"], "Last-Event-ID": cursor})
     async with feed:
         await feed.seen(no, "new")
+
+
+# -- the board page in a real browser ------------------------------------------------------------
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    import shutil
+    import tempfile
+
+    from playwright.async_api import async_playwright
+
+    from tests.test_scanner import CHROMIUM, FLAGS
+
+    profile = tempfile.mkdtemp(prefix="hd-board-")
+    async with async_playwright() as p:
+        context = await p.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[*FLAGS, "--autoplay-policy=no-user-gesture-required"],
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+async def test_board_page_shows_a_new_order_without_reload_and_accepts_it(
+    api: httpx.AsyncClient,
+    shop: dict[str, Any],
+    worker_env: Any,
+    database: Settings,
+    server: ServerProcess,
+    browser: Any,
+    tmp_path: Any,
+) -> None:
+    from server.identity.models import Staff
+
+    staff = await Staff.get(id=shop["clerk"].id)
+    page = await browser.new_page()
+    await page.goto(server.base_url + "/staff/orders")
+    await page.fill("#username", staff.username)
+    await page.fill("#password", "clerk-pass-1")
+    await page.click("#login-btn")
+    await page.wait_for_selector("#board", state="visible")
+    await page.wait_for_function("document.querySelector('#status').textContent.includes('live')")
+    loads = await page.evaluate("performance.getEntriesByType('navigation').length")
+
+    who = await shopper(api)
+    a = await new_address(api, who)
+    order = await order_takeout(api, who, shop, a, note="<img src=x onerror=alert(1)>不要香菜")
+    no = order["order_no"]
+    await pay(api, who, no)
+    await drain(worker_env)
+    card = f'[data-no="{no}"]'
+    await page.wait_for_selector(f'{card}[data-status="new"]', timeout=20_000)
+    assert await page.evaluate("window.hdBeeps") >= 1  # the sound cue was given
+    assert await page.evaluate("performance.getEntriesByType('navigation').length") == loads
+    text = await page.text_content(card) or ""
+    assert "不要香菜" in text and "138****5678" in text
+    assert "<img" in text and await page.query_selector(f"{card} img") is None  # text, not HTML
+    await page.screenshot(path=str(tmp_path / "board-new.png"))
+
+    await page.select_option(f"{card} select.prep", "20")
+    await page.click(f"{card} button.accept")
+    await page.wait_for_selector(f'{card}[data-status="accepted"]', timeout=20_000)
+    t = await TakeoutOrder.get(order__order_no=no)
+    assert t.status == Board.ACCEPTED and t.prep_minutes == 20
+    await page.click(f"{card} button.ready")
+    await page.wait_for_selector(f'{card}[data-status="ready"]', timeout=20_000)
+    await page.screenshot(path=str(tmp_path / "board-ready.png"))

@@ -10,7 +10,7 @@ from server.infra.models import TimestampedModel
 
 
 class Address(TimestampedModel):
-    """A delivery address in a member's book; the phone is sealed, only its mask is kept."""
+    """A delivery address in a member's book: the phone is sealed, only its mask is kept."""
 
     member = fields.ForeignKeyField(
         "identity.Member", related_name="addresses", on_delete=fields.CASCADE

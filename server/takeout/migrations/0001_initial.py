@@ -8,7 +8,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
-    dependencies = [('identity', '0001_initial'), ('identity', '0002_auto_20261123_1157'), ('identity', '0003_auto_20261123_1207'), ('identity', '0004_member_birthday_md'), ('orders', '0002_order_kinds_topup_membership'), ('stores', '0001_initial'), ('stores', '0002_auto_20261123_1209')]
+    dependencies = [('identity', '0001_initial'), ('identity', '0002_auto_20261123_1157'), ('identity', '0003_auto_20261123_1207'), ('identity', '0004_member_birthday_md'), ('orders', '0002_order_kinds_topup_membership'), ('stores', '0003_store_delivery_areas')]
 
     initial = True
 
@@ -27,7 +27,7 @@ class Migration(migrations.Migration):
                 ('lat', fields.FloatField()),
                 ('lng', fields.FloatField()),
             ],
-            options={'table': 'member_address', 'app': 'takeout', 'pk_attr': 'id', 'table_description': "A delivery address in a member's book; the phone is sealed, only its mask is kept."},
+            options={'table': 'member_address', 'app': 'takeout', 'pk_attr': 'id', 'table_description': "A delivery address in a member's book: the phone is sealed, only its mask is kept."},
             bases=['TimestampedModel'],
         ),
         ops.CreateModel(
