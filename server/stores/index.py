@@ -42,7 +42,7 @@ TAG = "{stores}"
 GEO_KEY = f"{TAG}:geo"
 CARDS_KEY = f"{TAG}:cards"
 VERSIONS_KEY = f"{TAG}:versions"
-BUILT_KEY = f"{TAG}:built"
+BUILT_KEY = f"{TAG}:built:v2"  # v2: cards carry delivery areas; an older index is rebuilt
 LOCK_KEY = f"{TAG}:rebuilding"
 LUA = Path(__file__).parent / "lua"
 
