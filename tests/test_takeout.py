@@ -634,12 +634,26 @@ async def test_reject_refunds_gift_card_and_wechat_and_returns_the_stock(
 
 
 async def test_shopper_cancels_before_acceptance_but_not_after(
-    api: httpx.AsyncClient, shop: dict[str, Any], worker_env: Any
+    api: httpx.AsyncClient, shop: dict[str, Any], worker_env: Any, op: dict[str, str]
 ) -> None:
-    who, no = await paid_takeout(api, worker_env, shop)
+    from server.coupons.models import Coupon, CouponStatus
+    from tests.test_coupons import claim, make_template
+
+    who = await shopper(api)
+    template = await make_template(api, op, name="外卖 ¥5", channel="online")
+    coupon = await claim(api, who["headers"], template["id"])
+    a = await new_address(api, who)
+    order = await order_takeout(api, who, shop, a, coupon_ids=[coupon["id"]])
+    assert order["discount_fen"] == 500 and order["payable_fen"] == 2900
+    no = order["order_no"]
+    await pay(api, who, no)
+    await drain(worker_env)
+    assert (await Coupon.get(id=coupon["id"])).status == CouponStatus.USED
     r = await api.post(f"/api/v1/orders/{no}/cancel", headers=who["headers"], json={})
     assert r.status_code == 200, r.text
     assert await board_status(no) == Board.CANCELLED
+    # Not served: the coupon is the shopper's again, the money goes back.
+    assert (await Coupon.get(id=coupon["id"])).status == CouponStatus.UNUSED
     await wait_for(lambda: _status_is(no, OrderStatus.REFUNDED))
 
     who, no = await paid_takeout(api, worker_env, shop)
@@ -713,6 +727,38 @@ async def test_courier_refuses_then_cancels_and_the_order_comes_back_flagged(
     ] == "dispatched"
     assert (await clerk(api, shop, no, "delivered")).json()["status"] == "delivered"
     assert (await Order.get(order_no=no)).status == OrderStatus.COMPLETED
+
+
+async def test_three_taps_on_dispatch_place_one_waybill(
+    api: httpx.AsyncClient, shop: dict[str, Any], worker_env: Any
+) -> None:
+    _, no = await paid_takeout(api, worker_env, shop)
+    await clerk(api, shop, no, "accept", prep_minutes=5)
+    answers = await asyncio.gather(
+        *(clerk(api, shop, no, "dispatch", courier="platform") for _ in range(3))
+    )
+    assert sorted(r.status_code for r in answers) == [200, 409, 409]
+    t = await TakeoutOrder.get(order__order_no=no)
+    wb = (await api.get(f"{SANDBOX}/delivery/orders/{no}-{t.dispatch_no}")).json()
+    assert t.dispatch_no == 1 and wb["waybill_id"] == t.waybill_id and wb["status"] == 101
+
+
+async def test_bad_feed_and_locator_input_is_a_422(
+    api: httpx.AsyncClient, shop: dict[str, Any]
+) -> None:
+    who = await shopper(api)
+    for at in ("9999-12-30T00:00:00Z", "0001-01-01T00:00:00Z"):
+        r = await api.get(
+            "/api/v1/takeout/stores",
+            params={"lat": 30.58, "lng": 114.28, "at": at},
+            headers=who["headers"],
+        )
+        assert r.status_code == 422, r.text
+        r = await api.get("/api/v1/stores/nearby", params={"lat": 30.58, "lng": 114.28, "at": at})
+        assert r.status_code == 422, r.text
+    for bad in ("xyz", "99999999999999999999999"):
+        r = await api.get(f"/api/v1/staff/takeout/events?store_id={bad}", headers=shop["clerk_h"])
+        assert r.status_code == 422 and error_code(r) == "VALIDATION_ERROR"
 
 
 async def test_the_feed_resumes_after_last_event_id(

@@ -918,6 +918,23 @@ async def release_coupons_of_cancelled_order(move: lifecycle.Move) -> None:
     )
 
 
+async def give_back_coupons_of_order(order_no: str, connection: Any) -> int:
+    """The order was refunded before the shopper got anything (a store rejected it): its
+    coupons are unused again, in the refund's transaction. A scenario decides when."""
+    return await (
+        Coupon.filter(order_no=order_no, status=CouponStatus.USED, used_channel="online")
+        .using_db(connection)
+        .update(
+            status=CouponStatus.UNUSED,
+            order_no=None,
+            discount_fen=None,
+            used_at=None,
+            used_channel=None,
+            used_store_id=None,
+        )
+    )
+
+
 # -- vouchers: coupons another domain grants for one fact ---------------------------------
 
 

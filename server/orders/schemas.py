@@ -7,7 +7,6 @@ from pydantic import BaseModel, Field, field_validator
 
 from server.infra.clock import local
 from server.orders.models import Order, OrderEvent, OrderLine
-from server.takeout.schemas import TakeoutTrackOut
 
 
 class OrderItemIn(BaseModel):
@@ -49,6 +48,36 @@ class TenderOut(BaseModel):
     label: str
     amount_fen: int
     status: str = Field(description="captured | returned | refunded")
+
+
+class StepOut(BaseModel):
+    step: str = Field(
+        description="placed | paid | accepted | ready | out_for_delivery | rider_assigned | "
+        "picked_up | delivered | rejected | cancelled | dispatch_failed"
+    )
+    detail: str
+    at: datetime
+
+
+class TakeoutTrackOut(BaseModel):
+    """What the shopper sees of a takeout order while it travels (the takeout scenario fills it
+    through lifecycle.view; the model lives here so orders imports no scenario)."""
+
+    status: str
+    store_name: str
+    contact: str
+    phone: str
+    address: str
+    note: str
+    delivery_fee_fen: int
+    packing_fee_fen: int
+    accept_by: datetime | None
+    eta_at: datetime | None
+    courier: str | None
+    courier_status: str | None
+    rider_name: str | None
+    rider_phone: str | None = Field(description="masked")
+    timeline: list[StepOut]
 
 
 class OrderOut(BaseModel):

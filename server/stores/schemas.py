@@ -105,6 +105,16 @@ class CloseIn(BaseModel):
     reason: str = Field(default="", max_length=255)
 
 
+AT_WINDOW = dt.timedelta(days=400)
+
+
+def sane_at(v: dt.datetime | None) -> dt.datetime | None:
+    """An instant to judge opening hours at: within about a year of now."""
+    if v is not None and abs(v - dt.datetime.now(dt.UTC)) > AT_WINDOW:
+        raise ValueError("at must be within 400 days of now")
+    return v
+
+
 class NearbyQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -117,6 +127,8 @@ class NearbyQuery(BaseModel):
     at: AwareDatetime | None = Field(
         default=None, description="judge opening at this instant (e.g. a pickup time); default now"
     )
+
+    _sane_at = field_validator("at")(sane_at)
 
 
 class StoreListQuery(BaseModel):

@@ -87,7 +87,9 @@ async def board(
     at = await cursor(redis, store_ids)  # read before the rows: nothing falls in between
     wanted = list(ACTIVE) if status == "active" else [Board(status)]
     rows = (
-        await TakeoutOrder.filter(store_id__in=store_ids, status__in=wanted)
+        await TakeoutOrder.filter(
+            store_id__in=store_ids, status__in=wanted, order__paid_at__isnull=False
+        )
         .order_by("-id")
         .limit(limit)
         .prefetch_related("order")
@@ -193,6 +195,8 @@ async def dispatch(
     order, t = await _clerk_order(staff_id, order_no)
     actor = f"staff:{staff_id}"
     from_states = (Board.ACCEPTED, Board.READY)
+    if how == Courier.PLATFORM and t.status == Board.DISPATCHED and t.waybill_id is None:
+        return await _dispatch_to_platform(settings, wechat, order, t, actor)  # a died claim
     if t.status not in from_states:
         raise _refused(order_no, t.status)
     if how == Courier.STORE:
@@ -208,7 +212,12 @@ async def dispatch(
             actor,
             "out_for_delivery",
             "the store's own courier",
-            updates={"courier": Courier.STORE, "courier_status": None, "flag": None},
+            updates={
+                "courier": Courier.STORE,
+                "courier_status": None,
+                "waybill_id": None,  # an earlier platform waybill's pushes no longer apply
+                "flag": None,
+            },
             extra=message,
         )
     return await _dispatch_to_platform(settings, wechat, order, t, actor)
@@ -242,55 +251,69 @@ async def _platform_order(settings: Settings, order: Order, t: TakeoutOrder) -> 
     }
 
 
+STALE_DISPATCH = timedelta(seconds=60)  # a dispatch claimed this long ago with no waybill died
+
+
 async def _dispatch_to_platform(
     settings: Settings, wechat: Any, order: Order, t: TakeoutOrder, actor: str
 ) -> TakeoutOrder:
-    """Place the waybill first (the same shop_order_id again is the same waybill, so a
-    retry after a crash finds it), then move the board; a refusal flags the order."""
+    """Claim the dispatch on the row (dispatched, no waybill yet: two taps at once give one
+    dispatch and a 409), place the waybill, then record it. A refusal puts the order back
+    where it was, flagged. A claim whose process died is taken over after STALE_DISPATCH
+    with the same shop_order_id, which the platform answers with the same waybill."""
     platform = courier.CourierPlatform(settings, wechat)
-    n = t.dispatch_no + 1
+    stuck = (
+        t.status == Board.DISPATCHED
+        and t.courier == Courier.PLATFORM
+        and t.waybill_id is None
+        and utcnow() - t.updated_at > STALE_DISPATCH
+    )
+    back_to = Board.READY if stuck else t.status
+    n = t.dispatch_no if stuck else t.dispatch_no + 1
+    claimed = await TakeoutOrder.filter(
+        id=t.id,
+        dispatch_no=t.dispatch_no,
+        status__in=[Board.DISPATCHED] if stuck else [Board.ACCEPTED, Board.READY],
+        **({"waybill_id__isnull": True} if stuck else {}),
+    ).update(status=Board.DISPATCHED, courier=Courier.PLATFORM, dispatch_no=n, courier_status=None)
+    if not claimed:
+        fresh = await TakeoutOrder.get(id=t.id)
+        raise _refused(order.order_no, fresh.status)
     oid = courier.shop_order_id(order.order_no, n)
+    mine = TakeoutOrder.filter(
+        id=t.id, dispatch_no=n, status=Board.DISPATCHED, waybill_id__isnull=True
+    )
     try:
         answer = await platform.add(oid, await _platform_order(settings, order, t))
     except AppError as exc:
+        await mine.update(status=back_to, courier=None)
         await _flag(t, order, f"courier platform: {exc.message}"[:255], actor)
         raise
     waybill = str(answer.get("waybill_id") or "")
-    try:
-
-        async def message(conn: Any) -> None:
-            await tell_shopper(order, "dispatched", conn, "waiting for a rider")
-
-        return await _move(
-            order,
-            t,
-            (Board.ACCEPTED, Board.READY),
-            Board.DISPATCHED,
-            actor,
-            "dispatched",
-            f"courier platform waybill {waybill}",
-            updates={
-                "courier": Courier.PLATFORM,
-                "dispatch_no": n,
-                "waybill_id": waybill,
-                "courier_status": int(answer.get("order_status") or courier.WAITING),
-                "rider_name": None,
-                "rider_phone_masked": None,
-                "flag": None,
-            },
-            extra=message,
+    async with in_transaction() as conn:
+        recorded = await mine.using_db(conn).update(
+            waybill_id=waybill,
+            courier_status=int(answer.get("order_status") or courier.WAITING),
+            rider_name=None,
+            rider_phone_masked=None,
+            flag=None,
         )
-    except Conflict:
-        current = await TakeoutOrder.get(id=t.id)
-        if current.waybill_id != waybill:  # not ours to keep: a racing dispatch holds it
-            await _cancel_waybill(settings, wechat, order.order_no, waybill, n)
-        raise
+        if recorded:
+            await step(t, "dispatched", actor, conn, "the courier platform is finding a rider")
+            await announce(t, order.order_no, "changed", conn)
+            await tell_shopper(order, "dispatched", conn, "waiting for a rider")
+    if not recorded:  # refunded meanwhile (an operator): this waybill is ours alone to cancel
+        await _cancel_waybill(settings, wechat, order.order_no, waybill, n)
+        fresh = await TakeoutOrder.get(id=t.id)
+        raise _refused(order.order_no, fresh.status)
+    return await TakeoutOrder.get(id=t.id)
 
 
 async def _flag(t: TakeoutOrder, order: Order, why: str, actor: str) -> None:
+    """The board sees why; the shopper's timeline says only that another courier is sought."""
     async with in_transaction() as conn:
         await TakeoutOrder.filter(id=t.id).using_db(conn).update(flag=why)
-        await step(t, "dispatch_failed", actor, conn, why)
+        await step(t, "dispatch_failed", actor, conn, "the store is finding another courier")
         await announce(t, order.order_no, "changed", conn)
 
 
@@ -374,7 +397,12 @@ async def _apply_callback(
             using_db=conn,
         )
         t = await TakeoutOrder.filter(waybill_id=waybill).select_for_update().using_db(conn).first()
-        if t is None or parsed is None or parsed[1] != t.dispatch_no:
+        if (
+            t is None
+            or t.courier != Courier.PLATFORM
+            or parsed is None
+            or parsed[1] != t.dispatch_no
+        ):
             return "unknown"
         if t.status != Board.DISPATCHED or courier.rank(status) <= courier.rank(t.courier_status):
             return "stale"
@@ -386,7 +414,12 @@ async def _apply_callback(
         if agent.get("phone"):
             updates["rider_phone_masked"] = mask_phone(str(agent["phone"]))[:16]
         label = courier.LABELS.get(status, str(status))
-        if status in courier.FAILED:
+        picked_up = courier.rank(t.courier_status) >= courier.rank(courier.PICKED_UP)
+        if status in courier.FAILED and picked_up and status != courier.RETURNED:
+            # The goods are with the rider: the order stays out, for an operator to settle.
+            updates["flag"] = f"{label} after pickup: call the courier platform"[:255]
+            name = "courier_problem"
+        elif status in courier.FAILED:
             updates.update(
                 status=Board.READY,
                 flag=f"{label}: dispatch again or deliver yourselves"[:255],

@@ -14,8 +14,9 @@ from sanic.response import HTTPResponse, html, json
 from sanic_ext import openapi
 
 from server.infra import auth
-from server.infra.errors import AppError
+from server.infra.errors import AppError, ValidationFailed
 from server.infra.http import body, json_object, query, respond, returns
+from server.infra.models import is_id
 from server.orders.idempotency import place_once
 from server.orders.schemas import OrderOut
 from server.takeout import addresses, board, courier, service
@@ -166,9 +167,9 @@ async def board_events(request: Request) -> HTTPResponse | None:
     process serves it: the events come through Redis."""
     staff_id = request.ctx.principal.subject
     raw_store = request.args.get("store_id")
-    store_ids = await board.clerk_stores(
-        staff_id, int(raw_store) if raw_store and raw_store.isdigit() else None
-    )
+    if raw_store is not None and not (raw_store.isdigit() and is_id(int(raw_store))):
+        raise ValidationFailed("store_id must be a store id", code="VALIDATION_ERROR")
+    store_ids = await board.clerk_stores(staff_id, int(raw_store) if raw_store else None)
     after = request.headers.get("last-event-id") or request.args.get("after") or "$"
     if after != "$" and not _entry_id(after):
         after = "$"

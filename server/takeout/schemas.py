@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from server.stores.geo import MAX_LAT
+from server.stores.schemas import sane_at
 
 _PHONE = re.compile(r"^1[3-9]\d{9}$|^0\d{2,3}-?\d{7,8}$")
 
@@ -74,6 +75,8 @@ class TakeoutStoresQuery(BaseModel):
     lng: float | None = Field(default=None, ge=-180, le=180, allow_inf_nan=False)
     at: AwareDatetime | None = Field(default=None, description="open at this time; default now")
     limit: int = Field(default=20, ge=1, le=50)
+
+    _sane_at = field_validator("at")(sane_at)
 
     @model_validator(mode="after")
     def _where(self) -> TakeoutStoresQuery:
@@ -148,35 +151,6 @@ class QuoteOut(BaseModel):
     lines: list[QuoteLine]
     distance_m: int
     eta_minutes: int
-
-
-class StepOut(BaseModel):
-    step: str = Field(
-        description="placed | paid | accepted | ready | out_for_delivery | rider_assigned | "
-        "picked_up | delivered | rejected | cancelled | dispatch_failed"
-    )
-    detail: str
-    at: dt.datetime
-
-
-class TakeoutTrackOut(BaseModel):
-    """What the shopper sees of a takeout order while it travels."""
-
-    status: str
-    store_name: str
-    contact: str
-    phone: str
-    address: str
-    note: str
-    delivery_fee_fen: int
-    packing_fee_fen: int
-    accept_by: dt.datetime | None
-    eta_at: dt.datetime | None
-    courier: str | None
-    courier_status: str | None
-    rider_name: str | None
-    rider_phone: str | None = Field(description="masked")
-    timeline: list[StepOut]
 
 
 class BoardQuery(BaseModel):

@@ -440,6 +440,8 @@ async def _refund_allowed(move: lifecycle.Move) -> None:
         raise Conflict("the order changed meanwhile", code="ORDER_STATE_CONFLICT")
     if t.status in IN_STORE:
         await _stock_back(move.order, conn)
+    # Refused or not served in time: the shopper did nothing wrong, their coupons come back.
+    await coupons.give_back_coupons_of_order(move.order.order_no, conn)
     if t.status == Board.DISPATCHED and t.waybill_id:
         await outbox.emit(
             "takeout.cancel_waybill",

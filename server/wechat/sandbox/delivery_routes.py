@@ -86,8 +86,14 @@ async def order_add(request: Request) -> HTTPResponse:
     if not order_id or not isinstance(receiver, dict) or "lat" not in receiver:
         return _wx(47001, "data format error")
     redis = _redis(request)
-    existing = await redis.get(_k_order(order_id))
-    if existing:  # the same shop order again: the same waybill
+    waybill = "SBXWB" + secrets.token_hex(8).upper()
+    # One waybill per shop order, even for two adds at once: the first SET NX wins.
+    if not await redis.set(_k_order(order_id), waybill, nx=True, ex=TTL):
+        existing = await redis.get(_k_order(order_id))
+        for _ in range(50):  # the winner may still be writing it
+            if await redis.exists(_k_waybill(existing)):
+                break
+            await asyncio.sleep(0.02)
         wb = await _load(request, existing)
         return _ok(
             resultcode=0,
@@ -98,9 +104,9 @@ async def order_add(request: Request) -> HTTPResponse:
             distance=wb["distance"],
         )
     if await redis.hincrby(K_CONF, "refuse_next", -1) >= 0:
+        await redis.delete(_k_order(order_id))
         return _ok(resultcode=3004, resultmsg="运力不足, 暂无骑手接单 (no rider available)")
     await redis.hset(K_CONF, "refuse_next", 0)
-    waybill = "SBXWB" + secrets.token_hex(8).upper()
     rider = RIDERS[secrets.randbelow(len(RIDERS))]
     wb = {
         "waybill_id": waybill,
@@ -116,7 +122,6 @@ async def order_add(request: Request) -> HTTPResponse:
         "pushes": [],
     }
     await _save(request, wb)
-    await redis.set(_k_order(order_id), waybill, ex=TTL)
     auto = float(await redis.hget(K_CONF, "auto_seconds") or 0)
     if auto > 0:
         spawn(_auto_advance(request, waybill, auto))
