@@ -196,25 +196,20 @@ async def remind_expiring(now: datetime | None = None) -> int:
 
 @outbox.handler("giftcards.expiry_notice")
 async def _tell_holder(event: Any, env: outbox.Env) -> None:
-    from server.wechat.errors import WeChatSubscribeRefused
-
     card = await GiftCard.get_or_none(id=event.payload["card_id"])
-    template = env.settings.subscribe_template(EXPIRY_TEMPLATE)
-    if card is None or card.holder_id is None or not template or card.expires_at is None:
+    if card is None or card.holder_id is None or card.expires_at is None:
         return
-    ident = await identity.member_wechat_identity(card.holder_id)
-    if ident is None:
-        return
-    openid, appid = ident
     balance = await ledger.balance(card.account_id)
     data = {
         "thing1": f"礼品卡 {card.card_no[-4:]}",
         "amount2": f"{balance / 100:.2f}元",
         "date3": f"{card.expires_at:%Y-%m-%d}",
     }
-    try:
-        await env.wechat.send_subscribe(
-            openid, template, data, appid=appid, page=f"pages/giftcards/card?id={card.id}"
-        )
-    except WeChatSubscribeRefused:
-        log.info("expiry notice not accepted", extra={"card": card.id})
+    await identity.send_member_message(
+        env.settings,
+        env.wechat,
+        card.holder_id,
+        EXPIRY_TEMPLATE,
+        data,
+        page=f"pages/giftcards/card?id={card.id}",
+    )

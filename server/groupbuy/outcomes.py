@@ -402,19 +402,9 @@ RESULT_TEMPLATE = "group_result"
 
 @outbox.handler("groupbuy.message")
 async def _tell_member(event: Any, env: outbox.Env) -> None:
-    """A subscribe message to a member who accepted it; 43101 (no subscription left, or
-    refused) is the member's choice, not a failure."""
     from server.identity import service as identity
-    from server.wechat.errors import WeChatSubscribeRefused
 
     p = event.payload
-    template = env.settings.subscribe_template(RESULT_TEMPLATE)
-    if not template or not env.settings.apps:
-        return
-    appid = env.settings.apps[0].appid
-    openid = await identity.member_openid(int(p["member"]), appid)
-    if openid is None:
-        return
     activity = await GroupBuy.get_or_none(id=p["activity"])
     ok = p["outcome"] == "succeeded"
     data = {
@@ -422,9 +412,11 @@ async def _tell_member(event: Any, env: outbox.Env) -> None:
         "phrase2": "拼团成功" if ok else "拼团失败",
         "thing3": "券已发放, 到店出示核销" if ok else "款项将原路退回",
     }
-    try:
-        await env.wechat.send_subscribe(
-            openid, template, data, appid=appid, page=f"pages/groupbuy/group?g={p['group_no']}"
-        )
-    except WeChatSubscribeRefused:
-        log.info("subscribe message not accepted", extra={"member": p["member"]})
+    await identity.send_member_message(
+        env.settings,
+        env.wechat,
+        int(p["member"]),
+        RESULT_TEMPLATE,
+        data,
+        page=f"pages/groupbuy/group?g={p['group_no']}",
+    )

@@ -229,6 +229,33 @@ async def member_wechat_identity(
     return (ident.openid, ident.appid) if ident else None
 
 
+async def send_member_message(
+    settings: Settings,
+    wechat: Any,
+    member_id: int,
+    template_name: str,
+    data: dict[str, str],
+    page: str,
+) -> bool:
+    """A subscribe message to a member in the main app (else their first), when the template
+    is configured; False when it was not sent. 43101 (no subscription left, or refused) is
+    the member's choice, not a failure."""
+    from server.wechat.errors import WeChatSubscribeRefused
+
+    template = settings.subscribe_template(template_name)
+    main = settings.apps[0].appid if settings.apps else None
+    ident = await member_wechat_identity(member_id, main)
+    if not template or ident is None:
+        return False
+    openid, appid = ident
+    try:
+        await wechat.send_subscribe(openid, template, data, appid=appid, page=page)
+    except WeChatSubscribeRefused:
+        log.info("subscribe message not accepted", extra={"member": member_id})
+        return False
+    return True
+
+
 async def member_session_key(settings: Settings, member_id: int, appid: str) -> str | None:
     """For decrypting open data server-side; never send it anywhere."""
     ident = await WeChatIdentity.get_or_none(member_id=member_id, appid=appid)

@@ -115,23 +115,14 @@ async def _give(member_id: int, year: int, templates: list[int]) -> bool:
 
 @outbox.handler("membership.birthday")
 async def _greet(event: Any, env: outbox.Env) -> None:
-    from server.wechat.errors import WeChatSubscribeRefused
-
-    template = env.settings.subscribe_template(TEMPLATE)
-    ident = await identity.member_wechat_identity(int(event.payload["member"]))
-    if not template or ident is None:
-        return
-    openid, appid = ident
-    try:
-        await env.wechat.send_subscribe(
-            openid,
-            template,
-            {"thing1": "生日快乐! 生日礼券已到账", "thing2": "到我的券查看"},
-            appid=appid,
-            page="pages/coupons/mine",
-        )
-    except WeChatSubscribeRefused:
-        log.info("birthday message not accepted", extra={"member": event.payload["member"]})
+    await identity.send_member_message(
+        env.settings,
+        env.wechat,
+        int(event.payload["member"]),
+        TEMPLATE,
+        {"thing1": "生日快乐! 生日礼券已到账", "thing2": "到我的券查看"},
+        page="pages/coupons/mine",
+    )
 
 
 merge.register_member_owned(

@@ -32,20 +32,7 @@ async def place_pickup_order(
     """Price the items at this store, hold its stock, lock the coupons, insert the order:
     all in one transaction, so a refusal anywhere leaves nothing behind."""
     await stores.require_store(store_id, "pickup")
-    prices = await catalog.store_menu_prices(store_id, quantities)
-    missing = sorted(set(quantities) - set(prices))
-    if missing:
-        raise Conflict(
-            f"this store does not sell SKU {missing[0]} now",
-            code="SKU_NOT_SOLD_HERE",
-            details={"sku_ids": missing},
-        )
-    lines = [
-        service.LineIn(
-            sku_id=sku_id, name=prices[sku_id][0], quantity=qty, unit_price_fen=prices[sku_id][1]
-        )
-        for sku_id, qty in quantities.items()
-    ]
+    lines = await service.store_lines(store_id, quantities)
     order_no = service.new_order_no()
     async with in_transaction() as conn:
         await catalog.hold_store_stock(store_id, quantities, using_db=conn)

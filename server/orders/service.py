@@ -59,6 +59,25 @@ class LineIn:
     unit_price_fen: int
 
 
+async def store_lines(store_id: int, quantities: dict[int, int]) -> list[LineIn]:
+    """The lines of a cart priced at this store now (its override or the list price); a SKU
+    the store does not sell now refuses the cart (409 SKU_NOT_SOLD_HERE)."""
+    from server.catalog import service as catalog
+
+    prices = await catalog.store_menu_prices(store_id, quantities)
+    missing = sorted(set(quantities) - set(prices))
+    if missing:
+        raise Conflict(
+            f"this store does not sell SKU {missing[0]} now",
+            code="SKU_NOT_SOLD_HERE",
+            details={"sku_ids": missing},
+        )
+    return [
+        LineIn(sku_id=s, name=prices[s][0], quantity=q, unit_price_fen=prices[s][1])
+        for s, q in quantities.items()
+    ]
+
+
 async def create_order(
     *,
     kind: OrderKind,

@@ -516,25 +516,17 @@ _WORDS = {
 
 @outbox.handler(MESSAGE_TOPIC)
 async def _tell(event: Any, env: outbox.Env) -> None:
-    """A subscribe message where the shopper accepted one; 43101 is their choice."""
-    from server.wechat.errors import WeChatSubscribeRefused
-
     p = event.payload
-    template = env.settings.subscribe_template(MESSAGE_TEMPLATE)
-    if not template or not env.settings.apps:
-        return
-    appid = env.settings.apps[0].appid
-    openid = await identity.member_openid(int(p["member"]), appid)
-    if openid is None:
-        return
     data = {
         "character_string1": p["order_no"],
         "phrase2": _WORDS.get(p["what"], p["what"])[:5],
         "thing3": (p.get("detail") or _WORDS.get(p["what"], ""))[:20] or "-",
     }
-    try:
-        await env.wechat.send_subscribe(
-            openid, template, data, appid=appid, page=f"pages/takeout/track?no={p['order_no']}"
-        )
-    except WeChatSubscribeRefused:
-        log.info("subscribe message not accepted", extra={"member": p["member"]})
+    await identity.send_member_message(
+        env.settings,
+        env.wechat,
+        int(p["member"]),
+        MESSAGE_TEMPLATE,
+        data,
+        page=f"pages/takeout/track?no={p['order_no']}",
+    )

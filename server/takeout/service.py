@@ -154,14 +154,7 @@ async def price(
             details={"next_open_at": None if store.closed else local(state.next_open_at)},
         )
     area, distance = stores.delivery_area(store, lat, lng)
-    prices = await catalog.store_menu_prices(store_id, quantities)
-    missing = sorted(set(quantities) - set(prices))
-    if missing:
-        raise Conflict(
-            f"this store does not sell SKU {missing[0]} now",
-            code="SKU_NOT_SOLD_HERE",
-            details={"sku_ids": missing},
-        )
+    lines = await orders.store_lines(store_id, quantities)
     short = await catalog.short_lines(store_id, quantities)
     if short:
         raise Conflict(
@@ -169,10 +162,6 @@ async def price(
             code="OUT_OF_STOCK",
             details={"lines": short},
         )
-    lines = [
-        orders.LineIn(sku_id=s, name=prices[s][0], quantity=q, unit_price_fen=prices[s][1])
-        for s, q in quantities.items()
-    ]
     goods = sum(ln.quantity * ln.unit_price_fen for ln in lines)
     rules = areas.fee_rules(area)
     if goods < rules.min_order_fen:
