@@ -16,7 +16,7 @@ from tortoise.exceptions import DoesNotExist, IntegrityError
 from tortoise.transactions import in_transaction
 
 from server.identity import merge
-from server.infra.clock import utcnow
+from server.infra.clock import local, utcnow
 from server.infra.errors import AppError, Conflict, NotFound, ValidationFailed
 from server.infra.models import is_id
 from server.membership.models import CardPack, CardPlan, MemberCard
@@ -102,7 +102,7 @@ async def card_view(member_id: int) -> dict[str, Any] | None:
     )
     return {
         "name": card.plan.name,
-        "ends_at": last.ends_at if last else card.ends_at,
+        "ends_at": local(last.ends_at if last else card.ends_at),  # shown in Asia/Shanghai
         "points_multiplier": card.plan.points_pct / 100,
         "free_delivery": card.plan.free_delivery,
     }
