@@ -18,7 +18,7 @@ from server.infra.http import respond
 from server.infra.jobs import job_pool
 from server.infra.logging import request_id_var, setup_logging
 from server.infra.ratelimit import RateLimits
-from server.infra.redis import Scripts, ensure_redis_url, make_client
+from server.infra.redis import Scripts, ensure_redis_url, make_client, share_scripts
 from server.settings import Settings
 
 log = logging.getLogger("haodian.app")
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
             log.warning("database not reachable at start-up: %s", type(exc).__name__)
         app.ctx.redis = make_client(settings.redis_url or "")
         app.ctx.scripts = Scripts(app.ctx.redis)
+        share_scripts(app.ctx.scripts)
         app.ctx.revocations = RevocationWatch(
             app.ctx.scripts, token_ttl_s=settings.access_token_ttl + 60
         )

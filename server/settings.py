@@ -95,8 +95,9 @@ class Settings(BaseSettings):
     flashsale_claim_idle_ms: int = Field(
         default=30000, description="stream entries idle this long are claimed from dead consumers"
     )
-    flashsale_bench_routes: bool = Field(
-        default=False, description="mount the PostgreSQL-only baseline grab (bench only)"
+    bench_routes: bool = Field(
+        default=False,
+        description="mount the PostgreSQL-only baselines (flash-sale grab, coupon claim)",
     )
     worker_name: str | None = Field(
         default=None, description="stream consumer name of this worker; default: host name"

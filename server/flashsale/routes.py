@@ -170,8 +170,8 @@ async def grab(request: Request, sale_id: int) -> HTTPResponse:
 async def pg_baseline_grab(request: Request, sale_id: int) -> HTTPResponse:
     """The PostgreSQL-only grab that `haodian bench flashsale` compares against: a
     conditional UPDATE of one hot stock row, then the order, in one transaction. Mounted
-    only with HAODIAN_FLASHSALE_BENCH_ROUTES=1; a 404 otherwise."""
-    if not request.app.ctx.settings.flashsale_bench_routes:
+    only with HAODIAN_BENCH_ROUTES=1; a 404 otherwise."""
+    if not request.app.ctx.settings.bench_routes:
         raise NotFound(f"no such route: POST {request.path}")
     claims = auth.decode_access(request.app.ctx.settings, auth.bearer(request), "member")
     member_id = int(claims["sub"])

@@ -21,6 +21,7 @@ from server.groupbuy import seats
 from server.groupbuy.models import Group, GroupBuy, GroupSeat, GroupStatus, SeatState
 from server.infra.clock import utcnow
 from server.infra.errors import Conflict
+from server.infra.redis import shared_scripts
 from server.orders import lifecycle
 from server.orders.models import Order, OrderKind, OrderStatus
 from server.outbox import service as outbox
@@ -257,20 +258,6 @@ async def _seat_refunded(move: lifecycle.Move) -> None:
     )
 
 
-_scripts: Any = None
-
-
-def _redis_scripts() -> Any:
-    """The revive hook runs inside payments, which has no Redis of its own to lend."""
-    global _scripts
-    if _scripts is None:
-        from server.infra.redis import Scripts, make_client
-        from server.settings import Settings
-
-        _scripts = Scripts(make_client(Settings().redis_url or ""))
-    return _scripts
-
-
 @lifecycle.revive(OrderKind.GROUPBUY)
 async def _take_back(order: Order, conn: Any) -> bool:
     """A payment for an order whose seat was freed: seat it again if its group is open, before
@@ -286,7 +273,7 @@ async def _take_back(order: Order, conn: Any) -> bool:
     group = await _locked_group(seat.group_id, conn)  # type: ignore[attr-defined]
     if group.status != GroupStatus.OPEN or group.expires_at <= utcnow():
         return False
-    got = await seats.reseat(_redis_scripts(), seat, group.group_no)
+    got = await seats.reseat(shared_scripts(), seat, group.group_no)
     if got is None:
         return False
     number, gen = got

@@ -131,3 +131,22 @@ def dialect_sql(conn: Any, text: str) -> str:
 async def ping_db() -> None:
     conn = Tortoise.get_connection("default")
     await conn.execute_query("SELECT 1")
+
+
+def rows_source(
+    conn: Any, columns: list[tuple[str, str]], rows: list[tuple[Any, ...]]
+) -> tuple[str, list[Any]]:
+    """Many rows as one FROM item `r(col, ...)`, for one INSERT ... SELECT of a whole batch.
+
+    PostgreSQL: `unnest` of one array parameter per column ($1..$n, typed by `columns`'
+    PostgreSQL types), so a batch of any size is n parameters. SQLite (the demo): a VALUES
+    list, one ? per value (keep batches under its 32,766-parameter limit). Put it first in
+    the statement's parameters: nothing else in the SQL may take one."""
+    names = ", ".join(name for name, _ in columns)
+    if conn.capabilities.dialect == "sqlite":
+        one = "(" + ", ".join("?" * len(columns)) + ")"
+        values = ", ".join([one] * len(rows))
+        picked = ", ".join(f"column{i + 1} AS {name}" for i, (name, _) in enumerate(columns))
+        return f"(SELECT {picked} FROM (VALUES {values})) AS r", [v for row in rows for v in row]
+    arrays = ", ".join(f"${i + 1}::{kind}[]" for i, (_, kind) in enumerate(columns))
+    return f"unnest({arrays}) AS r({names})", [list(col) for col in zip(*rows, strict=True)]

@@ -53,12 +53,13 @@ def _collect(attr: str) -> list[Any]:
 
 async def _startup(ctx: dict[str, Any]) -> None:
     from server.infra import db
-    from server.infra.redis import Scripts, make_client
+    from server.infra.redis import Scripts, make_client, share_scripts
 
     settings: Settings = ctx["settings"]
     await db.init_db(settings)
     ctx["redis_client"] = make_client(settings.redis_url or "")
     ctx["scripts"] = Scripts(ctx["redis_client"])
+    share_scripts(ctx["scripts"])
     ctx["consumer_tasks"] = [
         asyncio.create_task(fn(ctx), name=f"consumer:{fn.__module__}.{fn.__name__}")
         for fn in _collect("consumers")

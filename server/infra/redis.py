@@ -221,6 +221,34 @@ class Scripts:
             self._pipe = None
 
 
+_shared: dict[int, Scripts] = {}
+
+
+def share_scripts(scripts: Scripts) -> None:
+    """Make this process's script runner (the app's, the worker's) the one `shared_scripts`
+    gives on the running event loop, so hooks use the Redis the process was started on."""
+    import asyncio
+
+    _shared[id(asyncio.get_running_loop())] = scripts
+
+
+def shared_scripts() -> Scripts:
+    """Scripts for code that runs inside another domain's transaction (a lifecycle hook, a
+    grant) and has no request to borrow the app's from: the process's own (`share_scripts`),
+    else one per event loop on the Redis the settings name."""
+    import asyncio
+
+    from server.settings import Settings
+
+    loop = id(asyncio.get_running_loop())
+    scripts = _shared.get(loop)
+    if scripts is None:
+        if len(_shared) > 16:
+            _shared.clear()
+        scripts = _shared[loop] = Scripts(make_client(Settings().redis_url or ""))
+    return scripts
+
+
 def _pipeline_kwargs(client: Any) -> dict[str, Any] | None:
     pool = getattr(client, "connection_pool", None)
     if pool is None or not isinstance(client, aioredis.Redis):

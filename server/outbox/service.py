@@ -42,6 +42,14 @@ class Env:
     scripts: Any
     _wechat: Any = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        from server.infra.redis import share_scripts
+
+        try:
+            share_scripts(self.scripts)  # hooks run by this delivery use this Redis
+        except RuntimeError:
+            pass  # made outside an event loop: the hooks fall back to the settings' Redis
+
     @property
     def wechat(self) -> Any:
         if self._wechat is None:
