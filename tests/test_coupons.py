@@ -17,11 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
+from server.coupons import codes, issuance, stock, templates
 from server.coupons import service as cs
 from server.coupons.models import Coupon, CouponStatus, CouponTemplate, WriteOff
 from server.identity.models import Member, Operator
 from server.infra.auth import encode_access
 from server.infra.clock import SHANGHAI, utcnow
+from server.infra.errors import AppError
 from server.infra.redis import Scripts
 from server.orders import service as orders
 from server.orders.models import OrderKind, OrderStatus
@@ -188,15 +190,18 @@ async def test_claim_under_load_never_oversells_nor_exceeds_the_limit(
     rows = await Coupon.filter(template_id=t["id"]).values_list("member_id", flat=True)
     assert len(rows) == 200
     assert max(Counter(rows).values()) == 1
-    tmpl = await CouponTemplate.get(id=t["id"])
-    assert tmpl.remaining == 0 and tmpl.claimed_count == 200
+    # Each coupon holds one unit of the 200: the database could not have made a 201st.
+    units = await Coupon.filter(template_id=t["id"]).values_list("unit", flat=True)
+    assert sorted(units) == list(range(1, 201))
+    s = (await api.get(f"/api/v1/admin/coupon-templates/{t['id']}/stats", headers=op)).json()
+    assert s["remaining"] == 0 and s["claimed"] == 200
 
     # Redis forgets everything about this template: it comes back from the database.
-    await redis.delete(*cs.keys(t["id"]))
+    await redis.delete(*stock.unit_keys(t["id"]))
     _, late = await new_member(database)
     r = await api.post(f"/api/v1/coupon-center/{t['id']}/claim", headers=late)
     assert r.status_code == 409 and error_code(r) == "COUPON_SOLD_OUT"
-    assert int(await redis.get(cs.keys(t["id"])[0])) == 0
+    assert int(await redis.get(stock.unit_keys(t["id"])[0])) == 201  # the next unit: none left
 
 
 async def test_claim_limit_replay_and_the_centre(
@@ -220,7 +225,7 @@ async def test_claim_limit_replay_and_the_centre(
     assert mine["remaining"] == 1 and mine["claimed_by_me"] == 2
 
     # A re-warm after Redis lost the keys keeps the member's count (limit still holds).
-    await redis.delete(*cs.keys(t["id"]))
+    await redis.delete(*stock.unit_keys(t["id"]))
     r = await api.post(f"/api/v1/coupon-center/{t['id']}/claim", headers=m)
     assert r.status_code == 409 and error_code(r) == "LIMIT_REACHED"
     _, other = await new_member(database)
@@ -279,11 +284,11 @@ async def test_codes_expired_forged_and_used_are_rejected_with_distinct_codes(
     assert 0 < live["expires_in"] <= 60 and live["code"].startswith("HD1")
     assert len(live["digits"]) == 12 and live["digits"].isdigit()
 
-    old = cs.sign_code(TEST_SECRET.encode(), c["id"], member.id, int(time.time()) - 61)
+    old = codes.sign_code(TEST_SECRET.encode(), c["id"], member.id, int(time.time()) - 61)
     r = await api.post("/api/v1/staff/write-offs", json={"code": old}, headers=clerk)
     assert r.status_code == 410 and error_code(r) == "CODE_EXPIRED", r.text
 
-    forged = cs.sign_code(b"someone-else's-key", c["id"], member.id)
+    forged = codes.sign_code(b"someone-else's-key", c["id"], member.id)
     r = await api.post("/api/v1/staff/write-offs", json={"code": forged}, headers=clerk)
     assert r.status_code == 400 and error_code(r) == "CODE_INVALID"
     tampered = live["code"][:-3] + ("AAA" if not live["code"].endswith("AAA") else "BBB")
@@ -436,7 +441,7 @@ async def test_pricing_rules() -> None:
         )
         == 5000
     )
-    with pytest.raises(cs.AppError) as exc:
+    with pytest.raises(AppError) as exc:
         cs.template_discount(t(kind="threshold", amount_off_fen=5000, threshold_fen=20000), lines)
     assert exc.value.code == "COUPON_NOT_APPLICABLE"
     assert cs.template_discount(t(kind="free_item", free_sku_id=2), lines) == 3000
@@ -481,7 +486,7 @@ async def test_coupon_on_unpaid_order_comes_back_when_the_order_times_out(
     locked = (await api.get("/api/v1/me/coupons?status=locked", headers=m)).json()["items"]
     assert [x["id"] for x in locked] == [c["id"]]
     # A second order cannot take the same coupon; and that failed order leaves nothing behind.
-    with pytest.raises(cs.AppError) as exc:
+    with pytest.raises(AppError) as exc:
         await place()
     assert exc.value.code == "COUPON_LOCKED"
 
@@ -513,10 +518,10 @@ async def test_store_only_and_wrong_store_coupons_are_refused_online(
     c1 = await claim(api, m, in_store["id"])
     c2 = await claim(api, m, at_b["id"])
     lines = [{"sku_id": None, "quantity": 1, "unit_price_fen": 1000}]
-    with pytest.raises(cs.AppError) as exc:
+    with pytest.raises(AppError) as exc:
         await cs.quote_coupons(member.id, [c1["id"]], lines, store_a.id)
     assert exc.value.code == "COUPON_NOT_ONLINE"
-    with pytest.raises(cs.AppError) as exc:
+    with pytest.raises(AppError) as exc:
         await cs.quote_coupons(member.id, [c2["id"]], lines, store_a.id)
     assert exc.value.code == "STORE_NOT_ALLOWED"
     assert (await cs.quote_coupons(member.id, [c2["id"]], lines, store_b.id)).discount_fen == 500
@@ -543,23 +548,23 @@ async def test_issuance_is_resumable_and_never_issues_twice(
 
     scripts = Scripts(redis)
     # A run that stops after one batch (as if the worker died), then the rest.
-    i = await cs.run_issuance(scripts, issuance_id, batch=1000, max_batches=1)
+    i = await issuance.run_issuance(scripts, issuance_id, batch=1000, max_batches=1)
     assert (i.position, i.issued, i.status) == (1000, 1000, "running")
     # Crash between batches, with some of the next batch already written by another run.
     got = (await api.get(f"/api/v1/admin/coupon-issuances/{issuance_id}", headers=op)).json()
     assert got["progress"] == pytest.approx(1000 / 2501, abs=1e-3)
-    i = await cs.run_issuance(scripts, issuance_id, batch=1000)
+    i = await issuance.run_issuance(scripts, issuance_id, batch=1000)
     assert i.status == "done" and i.issued == 2500 and i.skipped == 1
-    i2 = await cs.run_issuance(scripts, issuance_id, batch=1000)  # re-run: nothing new
+    i2 = await issuance.run_issuance(scripts, issuance_id, batch=1000)  # re-run: nothing new
     assert i2.issued == 2500
     assert await Coupon.filter(issuance_id=issuance_id).count() == 2500
     per_member = Counter(
         await Coupon.filter(issuance_id=issuance_id).values_list("member_id", flat=True)
     )
     assert max(per_member.values()) == 1
-    tmpl = await CouponTemplate.get(id=t["id"])
-    assert tmpl.remaining == 500 and tmpl.issued_count == 2500
-    assert int(await redis.get(cs.keys(t["id"])[0])) == 500
+    s = (await api.get(f"/api/v1/admin/coupon-templates/{t['id']}/stats", headers=op)).json()
+    assert s["remaining"] == 500 and s["issued"] == 2500
+    assert int(await redis.get(stock.unit_keys(t["id"])[0])) == 2501  # units 1..2500 are out
     got = (await api.get(f"/api/v1/admin/coupon-issuances/{issuance_id}", headers=op)).json()
     assert got["status"] == "done" and got["progress"] == 1.0
 
@@ -570,14 +575,16 @@ async def test_issuance_stops_when_stock_runs_out_and_resumes_after(
     t = await make_template(api, op, name="Small campaign", total=30, in_center=False)
     await Member.bulk_create([Member(nickname="small-campaign") for _ in range(50)])
     ids = list(await Member.filter(nickname="small-campaign").values_list("id", flat=True))
-    i = await cs.create_issuance(t["id"], ids, None)
+    i = await issuance.create_issuance(t["id"], ids, None)
     scripts = Scripts(redis)
-    i = await cs.run_issuance(scripts, i.id, batch=20)
+    i = await issuance.run_issuance(scripts, i.id, batch=20)
     assert i.status == "stopped" and i.issued == 30 and i.position == 30
-    # The operator adds stock (database and counter), then runs it again.
-    await CouponTemplate.filter(id=t["id"]).update(total=60, remaining=30)
-    await redis.delete(*cs.keys(t["id"]))
-    i = await cs.run_issuance(scripts, i.id, batch=20)
+    # The operator adds stock, then runs it again; a smaller total is refused.
+    r = await api.patch(f"/api/v1/admin/coupon-templates/{t['id']}", json={"total": 20}, headers=op)
+    assert r.status_code == 409 and error_code(r) == "TOTAL_CANNOT_SHRINK"
+    r = await api.patch(f"/api/v1/admin/coupon-templates/{t['id']}", json={"total": 60}, headers=op)
+    assert r.status_code == 200 and r.json()["remaining"] == 30, r.text
+    i = await issuance.run_issuance(scripts, i.id, batch=20)
     assert i.status == "done" and i.issued == 50
     assert await Coupon.filter(issuance_id=i.id).count() == 50
 
@@ -682,8 +689,8 @@ async def test_member_merge_moves_coupons_and_the_limit_still_holds(
     await claim(api, ha, t["id"])
     await claim(api, hb, t["id"])
     campaign = await make_template(api, op, name="Merge campaign", total=10, in_center=False)
-    i = await cs.create_issuance(campaign["id"], [a.id, b.id], None)
-    await cs.run_issuance(Scripts(redis), i.id)
+    i = await issuance.create_issuance(campaign["id"], [a.id, b.id], None)
+    await issuance.run_issuance(Scripts(redis), i.id)
 
     merged = await merge.merge_members(redis, database, a.id, b.id, f"u-{uuid.uuid4().hex}")
     assert merged is not None
@@ -696,8 +703,8 @@ async def test_member_merge_moves_coupons_and_the_limit_still_holds(
     # Redis still counts one claim for b; the database says three: refused, and resynced.
     r = await api.post(f"/api/v1/coupon-center/{t['id']}/claim", headers=hb)
     assert r.status_code == 409 and error_code(r) == "LIMIT_REACHED"
-    assert int(await redis.hget(cs.keys(t["id"])[1], str(b.id))) == 3
-    assert (await CouponTemplate.get(id=t["id"])).remaining == 47
+    assert int(await redis.hget(stock.unit_keys(t["id"])[2], str(b.id))) == 3
+    assert await stock.units_left(Scripts(redis), await CouponTemplate.get(id=t["id"])) == 47
 
 
 async def test_a_clerk_cannot_guess_typed_digits_at_speed(
@@ -722,7 +729,7 @@ async def test_pausing_a_template_stops_claims_and_the_api_is_documented(
         f"/api/v1/admin/coupon-templates/{t['id']}", json={"active": False}, headers=op
     )
     assert r.status_code == 200 and r.json()["active"] is False
-    await asyncio.sleep(cs._TEMPLATE_TTL + 0.2)  # each worker keeps a template 2 s
+    await asyncio.sleep(templates._TEMPLATE_TTL + 0.2)  # each worker keeps a template 2 s
     _, m = await new_member(database)
     r = await api.post(f"/api/v1/coupon-center/{t['id']}/claim", headers=m)
     assert r.status_code == 409 and error_code(r) == "CLAIM_NOT_AVAILABLE"

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from server.coupons import service as cs
+from server.coupons import codes
+from server.coupons.models import Coupon, CouponStatus
 from server.settings import Settings
 from tests.conftest import TEST_SECRET, ServerProcess
 from tests.test_coupons import (
@@ -103,7 +104,7 @@ async def test_scanner_page_sign_in_scan_and_already_used(
     # An old (screenshotted) code of another coupon: expired, not written off.
     member2, m2 = await new_member(database)
     c2 = await claim(api, m2, t["id"])
-    stale = cs.sign_code(TEST_SECRET.encode(), c2["id"], member2.id, int(time.time()) - 90)
+    stale = codes.sign_code(TEST_SECRET.encode(), c2["id"], member2.id, int(time.time()) - 90)
     await page.keyboard.type(stale)
     await page.keyboard.press("Enter")
     await page.wait_for_function(
@@ -111,7 +112,7 @@ async def test_scanner_page_sign_in_scan_and_already_used(
     )
     assert "CODE_EXPIRED" in (await page.text_content("#result") or "")
     await page.screenshot(path=str(tmp_path / "scan-expired.png"))
-    assert (await cs.Coupon.get(id=c2["id"])).status == cs.CouponStatus.UNUSED
+    assert (await Coupon.get(id=c2["id"])).status == CouponStatus.UNUSED
 
     # The typed 12 digits work as well.
     _, m3 = await new_member(database)

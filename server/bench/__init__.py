@@ -17,6 +17,7 @@ import orjson
 
 BENCH_MODULES: list[str] = [
     "server.flashsale.bench",
+    "server.coupons.bench",
     "server.groupbuy.bench",
     "server.stores.bench",
     "server.identity.bench",

@@ -7,7 +7,7 @@ from typing import Any
 
 from arq.worker import Retry
 
-from server.coupons import service
+from server.coupons import issuance
 from server.infra.errors import AppError
 
 log = logging.getLogger("haodian.coupons")
@@ -20,7 +20,7 @@ async def issue_coupons(ctx: dict[str, Any], issuance_id: int) -> dict[str, Any]
     connections) is retried with back-off: the run is idempotent, and a campaign left
     'pending' until an operator notices helps nobody."""
     try:
-        i = await service.run_issuance(ctx["scripts"], issuance_id)
+        i = await issuance.run_issuance(ctx["scripts"], issuance_id)
     except AppError:
         raise
     except Exception as exc:
@@ -30,7 +30,7 @@ async def issue_coupons(ctx: dict[str, Any], issuance_id: int) -> dict[str, Any]
         )
         raise Retry(defer=5 * ctx.get("job_try", 1)) from exc
     log.info("issuance ran", extra={"issuance": i.id, "status": i.status, "issued": i.issued})
-    return service.issuance_out(i)
+    return issuance.issuance_out(i)
 
 
 functions = [issue_coupons]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from tortoise import fields
+from tortoise.models import Model
 
 from server.infra.models import TimestampedModel
 
@@ -39,11 +40,11 @@ class CouponTemplate(TimestampedModel):
     threshold_fen = fields.IntField(null=True)
     free_sku_id = fields.BigIntField(null=True)
     free_item_name = fields.CharField(max_length=64, default="")
+    # How many coupons of this template may ever exist. Each coupon takes one unit number
+    # 1..total, unique per template (Redis hands the numbers out, the database's uniqueness and
+    # a `unit <= total` check guard them): so no per-claim update of this row, and no way to
+    # hand out more than `total`, whatever Redis forgot. What is left is counted, not stored.
     total = fields.IntField()
-    # Units not yet handed out (claims + issuances). The database guard behind the Redis
-    # counter: a conditional UPDATE ... WHERE remaining >= n, so stock can never go below 0
-    # even if Redis was re-warmed while a claim was in flight.
-    remaining = fields.IntField()
     per_member_limit = fields.IntField(default=1)
     valid_days = fields.IntField(null=True)  # N days from the claim
     valid_from = fields.DatetimeField(null=True)  # or a fixed window
@@ -61,8 +62,6 @@ class CouponTemplate(TimestampedModel):
     # sent by a campaign, so their units stay for the grants they were made for.
     granted_only = fields.BooleanField(default=False, db_default=False)
     active = fields.BooleanField(default=True)
-    claimed_count = fields.IntField(default=0)
-    issued_count = fields.IntField(default=0)
 
     class Meta:
         table = "coupon_template"
@@ -75,12 +74,14 @@ class CouponIssuance(TimestampedModel):
         "coupons.CouponTemplate", related_name="issuances", on_delete=fields.RESTRICT
     )
     operator_id = fields.BigIntField(null=True)
-    member_ids: list[int] = fields.JSONField(default=list)  # type: ignore[assignment]
     status = fields.CharField(
         max_length=16, default="pending"
     )  # pending|running|stopped (out of stock)|done
-    total = fields.IntField(default=0)
-    position = fields.IntField(default=0)  # members[0:position] are done (resume point)
+    total = fields.IntField(default=0)  # members listed (IssuanceMember rows)
+    position = fields.IntField(default=0)  # members done so far (for progress)
+    # The resume point: members are issued in id order, and every member up to this id is
+    # done (given one, already had one, or unknown). Moves in the batch's own transaction.
+    after_member_id = fields.BigIntField(default=0, db_default=0)
     issued = fields.IntField(default=0)
     skipped = fields.IntField(default=0)  # already had one from this issuance, or unknown
     message = fields.CharField(max_length=255, default="")
@@ -88,6 +89,19 @@ class CouponIssuance(TimestampedModel):
 
     class Meta:
         table = "coupon_issuance"
+
+
+class IssuanceMember(Model):
+    """One member an issuance sends to (a list or a segment, as it was when the issuance was
+    made): a table, so a million-member campaign reads its next batch by index."""
+
+    id = fields.BigIntField(primary_key=True)
+    issuance_id = fields.BigIntField()
+    member_id = fields.BigIntField()
+
+    class Meta:
+        table = "coupon_issuance_member"
+        unique_together = (("issuance_id", "member_id"),)
 
 
 class Coupon(TimestampedModel):
@@ -103,6 +117,8 @@ class Coupon(TimestampedModel):
     # From the coupon centre: the member's n-th claim of this template (1..limit). Unique with
     # (template, member), so a replayed or raced claim can never make a second row.
     claim_seq = fields.IntField(null=True)
+    # Its unit of the template's total (1..total), whoever handed it out: unique per template.
+    unit = fields.IntField(null=True)
     issuance = fields.ForeignKeyField(
         "coupons.CouponIssuance", related_name="coupons", null=True, on_delete=fields.RESTRICT
     )
@@ -117,7 +133,11 @@ class Coupon(TimestampedModel):
 
     class Meta:
         table = "coupon"
-        unique_together = (("template", "member", "claim_seq"), ("issuance", "member"))
+        unique_together = (
+            ("template", "member", "claim_seq"),
+            ("issuance", "member"),
+            ("template", "unit"),
+        )
         indexes = (("member_id", "status"),)
 
 
@@ -140,3 +160,15 @@ class WriteOff(TimestampedModel):
     class Meta:
         table = "coupon_write_off"
         indexes = (("store_id", "created_at"),)
+
+
+class BaselineStock(Model):
+    """Bench only: the hot stock row the claim used to update, kept so `haodian bench coupons`
+    can measure today's claim against the claim as it was."""
+
+    id = fields.BigIntField(primary_key=True)
+    template_id = fields.BigIntField(unique=True)
+    remaining = fields.IntField()
+
+    class Meta:
+        table = "coupon_baseline_stock"

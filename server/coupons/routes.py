@@ -5,19 +5,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
+from redis.exceptions import RedisError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, html
+from sanic_ext import openapi
 
+from server.coupons import (
+    baseline,
+    claims,
+    codes,
+    issuance,
+    stats,
+    stock,
+    templates,
+    wallet,
+    write_offs,
+)
 from server.coupons import schemas as s
-from server.coupons import service
-from server.infra.auth import authenticated
-from server.infra.http import body, query, respond, returns
+from server.infra.auth import authenticated, bearer
+from server.infra.errors import AppError, NotFound, Unavailable
+from server.infra.http import body, error_answer, query, respond, returns
 
 api = Blueprint("coupons", url_prefix="/api/v1")
 page_bp = Blueprint("coupons_pages")
 SCAN_PAGE = Path(__file__).parent / "static" / "scan.html"
 
-CLAIM_RULE = "20/second"  # per member: a tap-happy shopper, not a script
 CODE_RULE = "30/minute"  # per member: the page refreshes its code every ~45 s
 WRITE_OFF_RULE = "60/minute"  # per clerk: a busy till, but no guessing of typed digits
 
@@ -35,8 +48,8 @@ def _revoke_minutes(request: Request) -> int:
 @returns(s.TemplateOut, 201)
 async def create_template(request: Request, payload: s.TemplateIn) -> HTTPResponse:
     """Create a coupon template (stock, limit, validity, channel, stores)."""
-    t = await service.create_template(payload.model_dump())
-    return respond(service.template_out(t), status=201)
+    t = await templates.create_template(payload.model_dump())
+    return respond(templates.template_out(t, t.total), status=201)
 
 
 @api.get("/admin/coupon-templates")
@@ -44,14 +57,20 @@ async def create_template(request: Request, payload: s.TemplateIn) -> HTTPRespon
 @returns(s.TemplateListOut)
 async def list_templates(request: Request) -> HTTPResponse:
     """Templates, newest first (the latest 200)."""
-    return respond({"items": [service.template_out(t) for t in await service.list_templates()]})
+    scripts = request.app.ctx.scripts
+    items = [
+        templates.template_out(t, await stock.units_left(scripts, t))
+        for t in await templates.list_templates()
+    ]
+    return respond({"items": items})
 
 
 @api.get("/admin/coupon-templates/<template_id:int>")
 @authenticated("operator")
 @returns(s.TemplateOut)
 async def get_template(request: Request, template_id: int) -> HTTPResponse:
-    return respond(service.template_out(await service.get_template(template_id)))
+    t = await templates.get_template(template_id)
+    return respond(templates.template_out(t, await stock.units_left(request.app.ctx.scripts, t)))
 
 
 @api.patch("/admin/coupon-templates/<template_id:int>")
@@ -62,8 +81,8 @@ async def patch_template(
     request: Request, template_id: int, payload: s.TemplatePatch
 ) -> HTTPResponse:
     """Pause or resume a template, hide it from the centre, end its claim window."""
-    t = await service.update_template(template_id, payload.model_dump())
-    return respond(service.template_out(t))
+    t = await templates.update_template(template_id, payload.model_dump())
+    return respond(templates.template_out(t, await stock.units_left(request.app.ctx.scripts, t)))
 
 
 @api.get("/admin/coupon-templates/<template_id:int>/stats")
@@ -71,7 +90,7 @@ async def patch_template(
 @returns(s.StatsOut)
 async def template_stats(request: Request, template_id: int) -> HTTPResponse:
     """Issued, claimed, used online, written off in store, write-off rate, by store."""
-    return respond(await service.stats(template_id))
+    return respond(await stats.stats(template_id))
 
 
 @api.post("/admin/coupon-issuances")
@@ -80,14 +99,14 @@ async def template_stats(request: Request, template_id: int) -> HTTPResponse:
 @returns(s.IssuanceOut, 202)
 async def create_issuance(request: Request, payload: s.IssuanceIn) -> HTTPResponse:
     """Send a template to a list of members in the background; poll the returned id."""
-    i = await service.create_issuance(
+    i = await issuance.create_issuance(
         payload.template_id,
         payload.member_ids,
         request.ctx.principal.subject,
         segment_id=payload.audience_segment_id,
     )
     await request.app.ctx.jobs.enqueue_job("issue_coupons", i.id, _job_id=f"cp-issuance:{i.id}")
-    return respond(service.issuance_out(i), status=202)
+    return respond(issuance.issuance_out(i), status=202)
 
 
 @api.post("/admin/coupon-issuances/<issuance_id:int>/run")
@@ -96,18 +115,18 @@ async def create_issuance(request: Request, payload: s.IssuanceIn) -> HTTPRespon
 async def rerun_issuance(request: Request, issuance_id: int) -> HTTPResponse:
     """Run an issuance again (after a crash or after adding stock); it resumes where it
     stopped and never gives a member a second coupon."""
-    i = await service.get_issuance(issuance_id)
+    i = await issuance.get_issuance(issuance_id)
     await request.app.ctx.jobs.enqueue_job(
         "issue_coupons", i.id, _job_id=f"cp-issuance:{i.id}:{i.position}:{i.updated_at.timestamp()}"
     )
-    return respond(service.issuance_out(i), status=202)
+    return respond(issuance.issuance_out(i), status=202)
 
 
 @api.get("/admin/coupon-issuances/<issuance_id:int>")
 @authenticated("operator")
 @returns(s.IssuanceOut)
 async def get_issuance(request: Request, issuance_id: int) -> HTTPResponse:
-    return respond(service.issuance_out(await service.get_issuance(issuance_id)))
+    return respond(issuance.issuance_out(await issuance.get_issuance(issuance_id)))
 
 
 # -- members -------------------------------------------------------------------------------
@@ -118,26 +137,55 @@ async def get_issuance(request: Request, issuance_id: int) -> HTTPResponse:
 @returns(s.CenterOut)
 async def coupon_center(request: Request) -> HTTPResponse:
     """What this member can claim now, with remaining stock and why not."""
-    items = await service.center(request.app.ctx.scripts, request.ctx.principal.subject)
+    items = await claims.center(request.app.ctx.scripts, request.ctx.principal.subject)
     return respond({"items": items})
 
 
 @api.post("/coupon-center/<template_id:int>/claim")
-@authenticated("member")
+@openapi.secured("BearerAuth")
+@openapi.parameter("Idempotency-Key", str, location="header")
 @returns(s.ClaimOut, 201)
 async def claim(request: Request, template_id: int) -> HTTPResponse:
-    """Claim one coupon. Send an Idempotency-Key: a retry gets the same coupon."""
-    member_id = request.ctx.principal.subject
-    await request.app.ctx.limits.hit(CLAIM_RULE, "cp:claim", str(member_id), what="claims")
-    coupon, t, replayed = await service.claim(
-        request.app.ctx.scripts,
-        member_id,
-        template_id,
-        request.headers.get("idempotency-key", ""),
+    """Claim one coupon: 201 with it (in your coupons at once); 409 COUPON_SOLD_OUT /
+    LIMIT_REACHED / CLAIM_NOT_STARTED / CLAIM_ENDED / CLAIM_NOT_FOR_YOU; 429 when you send
+    more than 20 a second. Send an Idempotency-Key: a retry gets the same coupon (200).
+
+    A hot path, written like the flash-sale grab: the token answered by this worker's
+    RevocationWatch, one Redis script, one grouped INSERT, errors rendered here."""
+    app = request.app
+    principal = await app.ctx.revocations.verify(app.ctx.settings, bearer(request), "member")
+    try:
+        got = await claims.claim(
+            app.ctx.scripts,
+            int(principal["sub"]),
+            template_id,
+            request.headers.get("idempotency-key", ""),
+        )
+    except RedisError:
+        return error_answer(request, Unavailable("coupons cannot be reached now; try again"))
+    except AppError as exc:
+        return error_answer(request, exc)
+    body = {"coupon": wallet.coupon_out(got.coupon, got.template), "replayed": got.replayed}
+    return HTTPResponse(
+        orjson.dumps(body), status=200 if got.replayed else 201, content_type="application/json"
     )
-    return respond(
-        {"coupon": service.coupon_out(coupon, t), "replayed": replayed},
-        status=200 if replayed else 201,
+
+
+@api.post("/_bench/coupon-center/<template_id:int>/pg-claim")
+@openapi.exclude()
+async def pg_baseline_claim(request: Request, template_id: int) -> HTTPResponse:
+    """The PostgreSQL-guarded claim `haodian bench coupons` compares against (baseline.py).
+    Mounted only with HAODIAN_BENCH_ROUTES=1; a 404 otherwise."""
+    app = request.app
+    if not app.ctx.settings.bench_routes:
+        raise NotFound(f"no such route: POST {request.path}")
+    principal = await app.ctx.revocations.verify(app.ctx.settings, bearer(request), "member")
+    try:
+        coupon_id = await baseline.pg_claim(template_id, int(principal["sub"]))
+    except AppError as exc:
+        return error_answer(request, exc)
+    return HTTPResponse(
+        b'{"coupon_id":%d}' % coupon_id, status=201, content_type="application/json"
     )
 
 
@@ -147,7 +195,7 @@ async def claim(request: Request, template_id: int) -> HTTPResponse:
 @returns(s.CouponsOut)
 async def my_coupons(request: Request, params: s.MyCouponsQuery) -> HTTPResponse:
     """The member's coupons: unused, locked (held by an unpaid order), used, expired."""
-    items = await service.my_coupons(request.ctx.principal.subject, params.status)
+    items = await wallet.my_coupons(request.ctx.principal.subject, params.status)
     return respond({"items": items})
 
 
@@ -158,7 +206,7 @@ async def coupon_code(request: Request, coupon_id: int) -> HTTPResponse:
     """A live write-off code (QR text) and a 12-digit fallback, both valid 60 s."""
     member_id = request.ctx.principal.subject
     await request.app.ctx.limits.hit(CODE_RULE, "cp:code", str(member_id), what="codes")
-    out = await service.issue_code(
+    out = await codes.issue_code(
         request.app.ctx.redis, request.app.ctx.settings.secret, member_id, coupon_id
     )
     return respond(out, headers={"Cache-Control": "no-store"})
@@ -175,7 +223,7 @@ async def write_off(request: Request, payload: s.WriteOffIn) -> HTTPResponse:
     """Write off a shopper's coupon from its live code (or the 12 digits)."""
     staff_id = request.ctx.principal.subject
     await request.app.ctx.limits.hit(WRITE_OFF_RULE, "cp:writeoff", str(staff_id), what="scans")
-    out = await service.write_off(
+    out = await write_offs.write_off(
         request.app.ctx.redis,
         request.app.ctx.settings.secret,
         request.ctx.principal.subject,
@@ -191,7 +239,7 @@ async def write_off(request: Request, payload: s.WriteOffIn) -> HTTPResponse:
 @returns(s.WriteOffWrap)
 async def revoke(request: Request, write_off_id: int, payload: s.RevokeIn) -> HTTPResponse:
     """A store manager undoes a write-off made by mistake, within the configured window."""
-    out = await service.revoke_write_off(
+    out = await write_offs.revoke_write_off(
         request.ctx.principal.subject, write_off_id, payload.reason, _revoke_minutes(request)
     )
     return respond({"write_off": out})
@@ -203,7 +251,9 @@ async def revoke(request: Request, write_off_id: int, payload: s.RevokeIn) -> HT
 @returns(s.WriteOffListOut)
 async def list_write_offs(request: Request, params: s.WriteOffsQuery) -> HTTPResponse:
     """The day's write-offs at the clerk's store(s) (day in Asia/Shanghai)."""
-    out = await service.list_write_offs(request.ctx.principal.subject, params.date, params.store_id)
+    out = await write_offs.list_write_offs(
+        request.ctx.principal.subject, params.date, params.store_id
+    )
     return respond(out)
 
 

@@ -81,6 +81,9 @@ class TemplateIn(BaseModel):
 
 class TemplatePatch(BaseModel):
     active: bool | None = None
+    total: int | None = Field(
+        default=None, ge=1, le=100_000_000, description="more stock (a total never shrinks)"
+    )
     in_center: bool | None = None
     claim_until: datetime | None = None
 

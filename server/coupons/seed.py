@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from server.coupons import service
+from server.coupons import templates
 from server.coupons.models import CouponTemplate
 from server.coupons.schemas import TemplateIn
 from server.settings import Settings
@@ -69,5 +69,5 @@ async def seed(settings: Settings, redis: Redis, progress: Any) -> None:
         wanted.append({**STORE_ONLY, "store_ids": [store.id]})
     for data in wanted:
         if not await CouponTemplate.exists(name=data["name"]):
-            await service.create_template(TemplateIn(**data).model_dump())
+            await templates.create_template(TemplateIn(**data).model_dump())
             progress(1)
