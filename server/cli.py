@@ -317,4 +317,9 @@ def _load_extensions() -> None:
 
 
 # Modules that register extra commands through `command` and `_EXTRA_PARSERS`.
-_EXTENSIONS: list[str] = ["server.stores.cli", "server.flashsale.cli", "server.ledger.cli"]
+_EXTENSIONS: list[str] = [
+    "server.stores.cli",
+    "server.flashsale.cli",
+    "server.ledger.cli",
+    "server.coupons.cli",
+]

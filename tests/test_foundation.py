@@ -354,6 +354,47 @@ def _demo_pickup_walkthrough(base: str) -> None:
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "completed"
         _demo_flash_sale_walkthrough(c, me, item["sku_id"])
+        _demo_coupon_walkthrough(c, me)
+
+
+def _demo_coupon_walkthrough(c: httpx.Client, me: dict[str, str]) -> None:
+    """Coupons on SQLite and the embedded Redis: a claim's grouped insert (a VALUES list
+    there), its replay, and a campaign issuance run by the embedded worker."""
+    centre = c.get("/api/v1/coupon-center", headers=me).json()["items"]
+    offer = next(i for i in centre if i["claimable"])
+    path = f"/api/v1/coupon-center/{offer['template_id']}/claim"
+    key = {**me, "Idempotency-Key": "demo-claim-1"}
+    first = c.post(path, headers=key)
+    assert first.status_code == 201, first.text
+    again = c.post(path, headers=key)
+    assert again.status_code == 200 and again.json()["coupon"]["id"] == first.json()["coupon"]["id"]
+    mine = c.get("/api/v1/me/coupons", headers=me).json()["items"]
+    assert first.json()["coupon"]["id"] in [m["id"] for m in mine]
+
+    admin = c.post(
+        "/api/v1/admin/auth/login", json={"username": "admin", "password": "haodian-demo"}
+    ).json()["token"]
+    op = {"authorization": f"Bearer {admin}"}
+    t = c.post(
+        "/api/v1/admin/coupon-templates",
+        headers=op,
+        json={"name": "demo campaign", "kind": "amount_off", "amount_off_fen": 200,
+              "total": 10, "valid_days": 7, "in_center": False},
+    ).json()  # fmt: skip
+    member_id = c.get("/api/v1/me", headers=me).json()["id"]
+    r = c.post(
+        "/api/v1/admin/coupon-issuances",
+        headers=op,
+        json={"template_id": t["id"], "member_ids": [member_id, 10**9]},
+    )
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 30
+    while (got := c.get(f"/api/v1/admin/coupon-issuances/{r.json()['id']}", headers=op).json())[
+        "status"
+    ] != "done":
+        assert time.monotonic() < deadline, got
+        time.sleep(0.2)
+    assert (got["issued"], got["skipped"]) == (1, 1)
 
 
 def _demo_flash_sale_walkthrough(c: httpx.Client, me: dict[str, str], sku_id: int) -> None:

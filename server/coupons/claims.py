@@ -29,8 +29,9 @@ from server.coupons.templates import (
     validity,
     value_text,
 )
+from server.coupons.wallet import coupon_out, template_part
 from server.infra.batching import GroupWriter
-from server.infra.clock import utcnow
+from server.infra.clock import iso_local, utcnow
 from server.infra.db import rows_source
 from server.infra.errors import Conflict, RateLimited, Unavailable
 
@@ -66,6 +67,18 @@ _COLUMNS = [
 ]
 
 
+_INSERT = (
+    "INSERT INTO coupon (template_id, member_id, claim_seq, unit, valid_from, valid_until,"
+    " status, created_at, updated_at)"
+    " SELECT r.template_id, r.member_id, r.claim_seq, r.unit, r.valid_from, r.valid_until,"
+    " 'unused', r.at, r.at FROM {src}"
+    " JOIN coupon_template t ON t.id = r.template_id"
+    " AND r.unit <= t.total AND r.claim_seq <= t.per_member_limit"
+    " WHERE true ON CONFLICT DO NOTHING"
+    " RETURNING id, template_id, member_id, claim_seq, unit"
+)
+
+
 async def write_claims(rows: list[ClaimRow]) -> list[int | None]:
     """One INSERT for a batch of claims; each row's coupon id, or None where the database
     refused it (a conflict, a unit above the total, a claim above the limit)."""
@@ -78,28 +91,23 @@ async def write_claims(rows: list[ClaimRow]) -> list[int | None]:
             for r in rows
         ],
     )
-    got = await conn.execute_query_dict(
-        "INSERT INTO coupon (template_id, member_id, claim_seq, unit, valid_from, valid_until,"
-        " status, created_at, updated_at)"
-        " SELECT r.template_id, r.member_id, r.claim_seq, r.unit, r.valid_from, r.valid_until,"
-        f" 'unused', r.at, r.at FROM {src}"
-        " JOIN coupon_template t ON t.id = r.template_id"
-        " AND r.unit <= t.total AND r.claim_seq <= t.per_member_limit"
-        " WHERE true ON CONFLICT DO NOTHING"
-        " RETURNING id, template_id, member_id, claim_seq, unit",
-        params,
-    )
-    ids = {(g["template_id"], g["member_id"], g["claim_seq"], g["unit"]): g["id"] for g in got}
+    sql = _INSERT.format(src=src)
+    if conn.capabilities.dialect == "postgres":
+        # asyncpg itself: its records as they come, no dicts made of them (the hot path)
+        async with conn.acquire_connection() as raw:
+            got = [tuple(g) for g in await raw.fetch(sql, *params)]
+    else:
+        got = [tuple(g.values()) for g in await conn.execute_query_dict(sql, params)]
+    ids = {(g[1], g[2], g[3], g[4]): g[0] for g in got}
     return [ids.get((r.template_id, r.member_id, r.claim_seq, r.unit)) for r in rows]
 
 
-_writer: GroupWriter[ClaimRow, int | None] = GroupWriter(write_claims)
+_writer: GroupWriter[ClaimRow, int | None] = GroupWriter(write_claims, max_in_flight=1)
 
 
-@dataclass
+@dataclass(slots=True)
 class Claimed:
-    coupon: Coupon
-    template: CouponTemplate
+    coupon: dict[str, Any]  # as `wallet.coupon_out` shows it
     replayed: bool
 
 
@@ -144,26 +152,32 @@ async def claim(scripts: Any, member_id: int, template_id: int, request_key: str
         row = ClaimRow(t.id, member_id, seq, unit, valid_from, valid_until, now)
         coupon_id = await _writer.submit(row)
         if coupon_id is not None:
-            return Claimed(_written(coupon_id, row), t, replayed)
+            return Claimed(_written(coupon_id, row, t), replayed)
         settled = await _refused(scripts, t, row, req, replayed)
         if settled is not None:
-            return Claimed(settled, t, True)
+            return Claimed(coupon_out(settled, t), True)
     raise Unavailable("coupon stock is being reloaded; try again", code="TRY_AGAIN")
 
 
-def _written(coupon_id: int, r: ClaimRow) -> Coupon:
-    return Coupon(
-        id=coupon_id,
-        template_id=r.template_id,
-        member_id=r.member_id,
-        claim_seq=r.claim_seq,
-        unit=r.unit,
-        status=CouponStatus.UNUSED,
-        valid_from=r.valid_from,
-        valid_until=r.valid_until,
-        created_at=r.at,
-        updated_at=r.at,
-    )
+_parts: dict[int, tuple[CouponTemplate, dict[str, Any]]] = {}
+
+
+def _written(coupon_id: int, r: ClaimRow, t: CouponTemplate) -> dict[str, Any]:
+    """`coupon_out` of the row just written, without making a model of it (the hot path)."""
+    part = _parts.get(t.id)
+    if part is None or part[0] is not t:  # the cached template was reloaded
+        if len(_parts) > 10_000:
+            _parts.clear()
+        part = _parts[t.id] = (t, template_part(t))
+    return {
+        "id": coupon_id,
+        **part[1],
+        "status": CouponStatus.UNUSED.value,
+        "valid_from": iso_local(r.valid_from),
+        "valid_until": iso_local(r.valid_until),
+        "used_at": None,
+        "used_channel": None,
+    }
 
 
 async def _refused(

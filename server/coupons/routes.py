@@ -165,7 +165,7 @@ async def claim(request: Request, template_id: int) -> HTTPResponse:
         return error_answer(request, Unavailable("coupons cannot be reached now; try again"))
     except AppError as exc:
         return error_answer(request, exc)
-    body = {"coupon": wallet.coupon_out(got.coupon, got.template), "replayed": got.replayed}
+    body = {"coupon": got.coupon, "replayed": got.replayed}
     return HTTPResponse(
         orjson.dumps(body), status=200 if got.replayed else 201, content_type="application/json"
     )

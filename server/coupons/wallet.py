@@ -24,18 +24,25 @@ def coupon_status(c: Coupon, now: datetime | None = None) -> str:
     return c.status.value
 
 
-def coupon_out(c: Coupon, t: CouponTemplate, now: datetime | None = None) -> dict[str, Any]:
+def template_part(t: CouponTemplate) -> dict[str, Any]:
+    """What a coupon's answer shows of its template."""
     return {
-        "id": c.id,
         "template_id": t.id,
         "name": t.name,
         "kind": t.kind.value,
         "value_text": value_text(t),
+        "channel": t.channel.value,
+        "store_ids": t.store_ids,
+    }
+
+
+def coupon_out(c: Coupon, t: CouponTemplate, now: datetime | None = None) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        **template_part(t),
         "status": coupon_status(c, now),
         "valid_from": iso_local(c.valid_from),
         "valid_until": iso_local(c.valid_until),
-        "channel": t.channel.value,
-        "store_ids": t.store_ids,
         "used_at": iso_local(c.used_at),
         "used_channel": c.used_channel,
     }
