@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +279,17 @@ def error_code(resp: httpx.Response) -> Any:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `last` (the whole-suite ledger check) run after all the others."""
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
+def run_bench(
+    name: str, *options: str, with_redis: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """The real `haodian bench NAME` on a PostgreSQL database (and a Redis database) of its
+    own, as its contract test runs it: short options, output captured."""
+    with own_database() as pg, own_redis_database() if with_redis else nullcontext("") as r:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")}
+        env["HAODIAN_DATABASE_URL"] = pg
+        if r:
+            env["HAODIAN_REDIS_URL"] = r
+        cmd = [sys.executable, "-m", "server", "bench", name, *options]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -7,11 +7,8 @@ bench, shortened; the figures it prints are real but not judged."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from tests.conftest import ROOT, own_database, own_redis_database
+from tests.conftest import run_bench
 
 SHORT_RUN = ["--duration", "1", "--rounds", "1", "--members", "300", "--connections", "16"]
 SHORT_RUN += ["--issue", "20000"]
@@ -30,17 +27,7 @@ CONTRACT_KEYS = {
 
 
 def test_bench_coupons_ends_with_its_json_line() -> None:
-    with own_database() as pg, own_redis_database() as redis_url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")}
-        env.update(HAODIAN_DATABASE_URL=pg, HAODIAN_REDIS_URL=redis_url)
-        done = subprocess.run(
-            [sys.executable, "-m", "server", "bench", "coupons", *SHORT_RUN],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+    done = run_bench("coupons", *SHORT_RUN)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert CONTRACT_KEYS <= summary.keys()

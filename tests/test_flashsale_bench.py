@@ -7,11 +7,8 @@ the real bench, shortened, so the figures it prints are real but not judged."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from tests.conftest import ROOT, own_database, own_redis_database
+from tests.conftest import run_bench
 
 CONTRACT_KEYS = {
     "json_rps",
@@ -28,31 +25,9 @@ CONTRACT_KEYS = {
 
 
 def test_bench_flashsale_ends_with_its_json_line() -> None:
-    with own_database() as pg, own_redis_database() as redis_url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")}
-        env.update(HAODIAN_DATABASE_URL=pg, HAODIAN_REDIS_URL=redis_url)
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "server",
-                "bench",
-                "flashsale",
-                "--duration",
-                "1",
-                "--rounds",
-                "1",
-                "--members",
-                "300",
-                "--connections",
-                "16",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+    done = run_bench(
+        "flashsale", "--duration", "1", "--rounds", "1", "--members", "300", "--connections", "16"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
     summary = json.loads(lines[-1])

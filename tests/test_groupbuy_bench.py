@@ -6,11 +6,9 @@ assertion would only measure the neighbours."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
-from tests.conftest import ROOT, own_database, own_redis_database
+from tests.conftest import run_bench
 
 # What readers of the JSON line rely on.
 RATES = ("json_rps", "join_rps", "full_rps", "json_same_generator_rps")
@@ -23,12 +21,7 @@ SHORT_RUN = ("--duration", "1", "--rounds", "1", "--members", "300", "--connecti
 
 
 def _bench(*options: str) -> subprocess.CompletedProcess[str]:
-    """The real `haodian bench groupbuy` on a PostgreSQL and a Redis database of its own."""
-    with own_database() as pg, own_redis_database() as redis_url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")}
-        env.update(HAODIAN_DATABASE_URL=pg, HAODIAN_REDIS_URL=redis_url)
-        cmd = [sys.executable, "-m", "server", "bench", "groupbuy", *options]
-        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return run_bench("groupbuy", *options)
 
 
 def test_bench_groupbuy_ends_with_its_json_line() -> None:

@@ -5,11 +5,8 @@ here against the naive loop's own count). Rates are printed, not judged."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from tests.conftest import ROOT, own_database
+from tests.conftest import run_bench
 
 KEYS = {
     "members",
@@ -25,27 +22,8 @@ KEYS = {
 
 
 def test_bench_rfm_scores_everyone_and_ends_with_its_json_line() -> None:
-    with own_database() as pg:  # the bench makes (and drops) a database next to this one
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")}
-        env["HAODIAN_DATABASE_URL"] = pg
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "server",
-                "bench",
-                "rfm",
-                "--members",
-                "4000",
-                "--loop-members",
-                "4000",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+    # the bench makes (and drops) a database next to its own
+    done = run_bench("rfm", "--members", "4000", "--loop-members", "4000", with_redis=False)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert KEYS <= summary.keys()

@@ -1,0 +1,41 @@
+"""Coupons without foreign-key constraints to member, template and issuance (see the Coupon
+model): the per-row FK checks were two thirds of a campaign batch."""
+
+from tortoise import migrations
+from tortoise.migrations import operations as ops
+from tortoise.fields.base import OnDelete
+from tortoise import fields
+
+async def drop_foreign_keys(apps, schema_editor):
+    """The AlterFields above change the model state only; PostgreSQL's constraints go here.
+    SQLite (the demo) keeps its: it would need a table rebuild, and it is not at scale."""
+    client = schema_editor.client
+    if client.capabilities.dialect != "postgres":
+        return
+    for column in ("template_id", "member_id", "issuance_id"):
+        await client.execute_script(f"ALTER TABLE coupon DROP CONSTRAINT IF EXISTS coupon_{column}_fkey")
+
+
+class Migration(migrations.Migration):
+    dependencies = [('coupons', '0005_coupon_units'), ('identity', '0001_initial'), ('identity', '0002_auto_20261123_1157'), ('identity', '0003_auto_20261123_1207'), ('identity', '0004_member_birthday_md'), ('stores', '0001_initial'), ('stores', '0002_auto_20261123_1209'), ('stores', '0003_store_delivery_areas')]
+
+    initial = False
+
+    operations = [
+        ops.AlterField(
+            model_name='Coupon',
+            name='issuance',
+            field=fields.ForeignKeyField('coupons.CouponIssuance', source_field='issuance_id', null=True, db_constraint=False, to_field='id', related_name='coupons', on_delete=OnDelete.RESTRICT),
+        ),
+        ops.AlterField(
+            model_name='Coupon',
+            name='member',
+            field=fields.ForeignKeyField('identity.Member', source_field='member_id', db_constraint=False, to_field='id', related_name='coupons', on_delete=OnDelete.RESTRICT),
+        ),
+        ops.AlterField(
+            model_name='Coupon',
+            name='template',
+            field=fields.ForeignKeyField('coupons.CouponTemplate', source_field='template_id', db_constraint=False, to_field='id', related_name='coupons', on_delete=OnDelete.RESTRICT),
+        ),
+        ops.RunPython(drop_foreign_keys, ops.RunPython.noop),
+    ]
