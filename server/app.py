@@ -13,7 +13,7 @@ from sanic_ext import Extend
 
 from server.infra import db
 from server.infra.auth import RevocationWatch
-from server.infra.errors import AppError
+from server.infra.errors import AppError, Unavailable
 from server.infra.http import respond
 from server.infra.jobs import job_pool
 from server.infra.logging import request_id_var, setup_logging
@@ -55,6 +55,15 @@ _SANIC_CODES = {
 
 def _error_response(request: Request, exc: Exception) -> HTTPResponse:
     rid = str(getattr(request, "id", "") or request_id_var.get() or "")
+    if not isinstance(exc, AppError) and db.database_unreachable(exc):
+        log.warning(
+            "database unreachable", extra={"path": request.path, "error": type(exc).__name__}
+        )
+        exc = Unavailable(
+            "the database cannot be reached now; try again",
+            code="DATABASE_UNAVAILABLE",
+            headers={"Retry-After": "1"},
+        )
     if isinstance(exc, AppError):
         resp = respond(exc.body(rid), status=exc.status, headers=exc.headers)
     elif isinstance(exc, SanicException) and exc.status_code < 500:

@@ -128,7 +128,10 @@ async def test_redis_flushed_mid_campaign_never_issues_more_than_the_total(
 def killable_server(env: dict[str, str], tmp_path: Path) -> Iterator[ServerProcess]:
     """A server of its own with two API workers, so one can be killed without harming the
     session's server."""
-    proc = ServerProcess(["serve", "--workers", "2"], env, tmp_path / "serve.log", tmp_path)
+    # A small pool: beside the session's server, two more pools of 20 can run PostgreSQL
+    # out of connection slots (then a 503 the taps retry, but not what this test is about).
+    small = env | {"HAODIAN_DATABASE_URL": env["HAODIAN_DATABASE_URL"] + "?maxsize=5"}
+    proc = ServerProcess(["serve", "--workers", "2"], small, tmp_path / "serve.log", tmp_path)
     try:
         proc.wait_ready()
         yield proc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -191,6 +192,39 @@ def test_readyz_is_503_when_redis_is_down(
         assert r.json()["redis"].startswith("down")
     finally:
         proc.stop()
+
+
+def test_a_database_that_cannot_take_a_query_is_a_503_not_a_500() -> None:
+    """Real failures of PostgreSQL (nothing listening; out of connection slots) are what the
+    app's error handler answers 503 DATABASE_UNAVAILABLE with Retry-After, not 500."""
+    import asyncpg
+
+    from server.infra.db import database_unreachable
+    from tests.conftest import own_database
+
+    async def failures(url: str) -> list[BaseException]:
+        got: list[BaseException] = []
+        try:
+            await asyncpg.connect("postgres://haodian:haodian@127.0.0.1:1/nowhere", timeout=5)
+        except OSError as exc:
+            got.append(exc)
+        admin = await asyncpg.connect(url)
+        name = url.rsplit("/", 1)[1]
+        await admin.execute(f'ALTER DATABASE "{name}" CONNECTION LIMIT 0')
+        try:
+            await asyncpg.connect(url, timeout=5)
+        except asyncpg.PostgresError as exc:
+            got.append(exc)
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" CONNECTION LIMIT -1')
+            await admin.close()
+        return got
+
+    with own_database() as url:
+        refused, full = asyncio.run(failures(url))
+    assert isinstance(full, asyncpg.exceptions.TooManyConnectionsError), full
+    assert database_unreachable(refused) and database_unreachable(full)
+    assert not database_unreachable(ValueError("a bug is still a 500"))
 
 
 def test_a_stop_signal_during_start_up_stops_the_server(

@@ -150,3 +150,25 @@ def rows_source(
         return f"(SELECT {picked} FROM (VALUES {values})) AS r", [v for row in rows for v in row]
     arrays = ", ".join(f"${i + 1}::{kind}[]" for i, (_, kind) in enumerate(columns))
     return f"unnest({arrays}) AS r({names})", [list(col) for col in zip(*rows, strict=True)]
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """The database could not take the query (down, restarting, out of connection slots,
+    the connection dropped): the request may be retried, so a 503, not a 500."""
+    from tortoise.exceptions import DBConnectionError
+
+    try:
+        import asyncpg.exceptions as pg
+    except ImportError:  # the SQLite-only install
+        return isinstance(exc, (ConnectionError, DBConnectionError))
+    return isinstance(
+        exc,
+        (
+            ConnectionError,
+            DBConnectionError,
+            pg.InsufficientResourcesError,  # TooManyConnectionsError among them
+            pg.OperatorInterventionError,  # shutting down, cannot connect now
+            pg.PostgresConnectionError,
+            pg.InterfaceError,  # e.g. the connection was closed mid-query
+        ),
+    )

@@ -6,14 +6,34 @@ from tortoise.migrations import operations as ops
 from tortoise.fields.base import OnDelete
 from tortoise import fields
 
+# What the Coupon model declares, by the names PostgreSQL has them under.
+_SQLITE_INDEXES = (
+    'CREATE UNIQUE INDEX IF NOT EXISTS "uid_coupon_templat_12d25f"'
+    ' ON "coupon" ("template_id", "member_id", "claim_seq")',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "uid_coupon_issuanc_a422b9"'
+    ' ON "coupon" ("issuance_id", "member_id")',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "uid_coupon_templat_167b22"'
+    ' ON "coupon" ("template_id", "unit")',
+    'CREATE INDEX IF NOT EXISTS "idx_coupon_member__c2f968" ON "coupon" ("member_id", "status")',
+    'CREATE INDEX IF NOT EXISTS "idx_coupon_order_n_30ec42" ON "coupon" ("order_no")',
+)
+
+
 async def drop_foreign_keys(apps, schema_editor):
     """The AlterFields above change the model state only; PostgreSQL's constraints go here.
-    SQLite (the demo) keeps its: it would need a table rebuild, and it is not at scale."""
+
+    SQLite (the demo) keeps its foreign keys (dropping them is a table rebuild), but its
+    rebuilds of `coupon` by earlier migrations left the table without the unique indexes
+    the claim relies on (a replayed claim made a second coupon there): they come back."""
     client = schema_editor.client
-    if client.capabilities.dialect != "postgres":
+    if client.capabilities.dialect == "sqlite":
+        for sql in _SQLITE_INDEXES:
+            await client.execute_script(sql)
         return
     for column in ("template_id", "member_id", "issuance_id"):
-        await client.execute_script(f"ALTER TABLE coupon DROP CONSTRAINT IF EXISTS coupon_{column}_fkey")
+        await client.execute_script(
+            f"ALTER TABLE coupon DROP CONSTRAINT IF EXISTS coupon_{column}_fkey"
+        )
 
 
 class Migration(migrations.Migration):
