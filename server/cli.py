@@ -111,10 +111,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         _let_a_stop_signal_end_the_start_up_wait()
+        _give_workers_time_to_start()
         Sanic.serve(primary=app, app_loader=loader)
     finally:
         stop_embedded_redis()
     return 0
+
+
+def _give_workers_time_to_start() -> None:
+    """Sanic shuts everything down when a worker has not said it started within 30 s (a
+    class constant, in tenths of a second, with no setting). A cold start on a busy 2-core
+    machine (first imports compiling, another server starting beside it) can take longer;
+    two minutes still catches a worker that will never start."""
+    from sanic.worker.manager import WorkerManager
+    from sanic.worker.process import WorkerProcess
+
+    WorkerManager.THRESHOLD = WorkerProcess.THRESHOLD = 1200
 
 
 # -- worker --------------------------------------------------------------------------------------
