@@ -182,7 +182,17 @@ async def deliver_due(env: Env, *, limit: int = 100, parallel: int = 8) -> int:
         async with gate:
             if not await _claim(event.id, now):
                 return False  # another worker has it
-            return await deliver(event, env)
+            try:
+                return await deliver(event, env)
+            except asyncio.CancelledError:
+                # The worker is stopping: give the event up now, not when the lease runs out
+                # (a restarted worker would otherwise wait a minute for it).
+                await asyncio.shield(
+                    OutboxEvent.filter(id=event.id, delivered_at__isnull=True).update(
+                        lease_until=None
+                    )
+                )
+                raise
 
     results = await asyncio.gather(*(one(e) for e in due))
     return sum(1 for ok in results if ok)
