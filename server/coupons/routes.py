@@ -17,7 +17,6 @@ from server.coupons import (
     codes,
     issuance,
     stats,
-    stock,
     templates,
     wallet,
     write_offs,
@@ -58,10 +57,7 @@ async def create_template(request: Request, payload: s.TemplateIn) -> HTTPRespon
 async def list_templates(request: Request) -> HTTPResponse:
     """Templates, newest first (the latest 200)."""
     scripts = request.app.ctx.scripts
-    items = [
-        templates.template_out(t, await stock.units_left(scripts, t))
-        for t in await templates.list_templates()
-    ]
+    items = [await templates.template_view(scripts, t) for t in await templates.list_templates()]
     return respond({"items": items})
 
 
@@ -70,7 +66,7 @@ async def list_templates(request: Request) -> HTTPResponse:
 @returns(s.TemplateOut)
 async def get_template(request: Request, template_id: int) -> HTTPResponse:
     t = await templates.get_template(template_id)
-    return respond(templates.template_out(t, await stock.units_left(request.app.ctx.scripts, t)))
+    return respond(await templates.template_view(request.app.ctx.scripts, t))
 
 
 @api.patch("/admin/coupon-templates/<template_id:int>")
@@ -82,7 +78,7 @@ async def patch_template(
 ) -> HTTPResponse:
     """Pause or resume a template, hide it from the centre, end its claim window."""
     t = await templates.update_template(template_id, payload.model_dump())
-    return respond(templates.template_out(t, await stock.units_left(request.app.ctx.scripts, t)))
+    return respond(await templates.template_view(request.app.ctx.scripts, t))
 
 
 @api.get("/admin/coupon-templates/<template_id:int>/stats")

@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from server.coupons import stock
 from server.coupons.models import (
     CouponKind,
     CouponTemplate,
@@ -87,6 +88,11 @@ async def update_template(template_id: int, changes: dict[str, Any]) -> CouponTe
         await CouponTemplate.filter(id=t.id).update(**changes)
         _template_cache.pop(t.id, None)
     return await get_template(template_id)
+
+
+async def template_view(scripts: Any, t: CouponTemplate) -> dict[str, Any]:
+    """What operators see of a template, with what is left of it now."""
+    return template_out(t, await stock.units_left(scripts, t))
 
 
 def template_out(t: CouponTemplate, left: int) -> dict[str, Any]:
