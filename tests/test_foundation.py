@@ -194,37 +194,55 @@ def test_readyz_is_503_when_redis_is_down(
         proc.stop()
 
 
-def test_a_database_that_cannot_take_a_query_is_a_503_not_a_500() -> None:
-    """Real failures of PostgreSQL (nothing listening; out of connection slots) are what the
-    app's error handler answers 503 DATABASE_UNAVAILABLE with Retry-After, not 500."""
+def test_a_database_that_cannot_take_a_query_is_a_503_not_a_500(
+    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """PostgreSQL out of connection slots under a running server (its connections dropped,
+    no new one allowed): a request answers 503 DATABASE_UNAVAILABLE with Retry-After, not a
+    500; nothing listening at all is classed the same way."""
     import asyncpg
 
     from server.infra.db import database_unreachable
     from tests.conftest import own_database
 
-    async def failures(url: str) -> list[BaseException]:
-        got: list[BaseException] = []
+    async def refused() -> BaseException:
         try:
             await asyncpg.connect("postgres://haodian:haodian@127.0.0.1:1/nowhere", timeout=5)
         except OSError as exc:
-            got.append(exc)
-        admin = await asyncpg.connect(url)
-        name = url.rsplit("/", 1)[1]
-        await admin.execute(f'ALTER DATABASE "{name}" CONNECTION LIMIT 0')
-        try:
-            await asyncpg.connect(url, timeout=5)
-        except asyncpg.PostgresError as exc:
-            got.append(exc)
-        finally:
-            await admin.execute(f'ALTER DATABASE "{name}" CONNECTION LIMIT -1')
-            await admin.close()
-        return got
+            return exc
+        raise AssertionError("something listens on port 1")
 
-    with own_database() as url:
-        refused, full = asyncio.run(failures(url))
-    assert isinstance(full, asyncpg.exceptions.TooManyConnectionsError), full
-    assert database_unreachable(refused) and database_unreachable(full)
+    async def cut_off(url: str, limit: int) -> None:
+        admin = await asyncpg.connect(url.rsplit("/", 1)[0] + "/postgres")
+        name = url.rsplit("/", 1)[1]
+        await admin.execute(f'ALTER DATABASE "{name}" CONNECTION LIMIT {limit}')
+        if limit == 0:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                name,
+            )
+        await admin.close()
+
+    assert database_unreachable(asyncio.run(refused()))
     assert not database_unreachable(ValueError("a bug is still a 500"))
+    with own_database() as url:
+        proc = ServerProcess(
+            ["serve", "--no-seed"],
+            env | {"HAODIAN_DATABASE_URL": url},
+            tmp_path_factory.mktemp("logs") / "nodb.log",
+            ROOT,
+        )
+        try:
+            proc.wait_ready()
+            asyncio.run(cut_off(url, 0))
+            r = httpx.get(proc.base_url + "/api/v1/products/1", timeout=30)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "DATABASE_UNAVAILABLE"
+            assert r.headers["Retry-After"] == "1"
+        finally:
+            asyncio.run(cut_off(url, -1))
+            proc.stop()
 
 
 def test_a_stop_signal_during_start_up_stops_the_server(
