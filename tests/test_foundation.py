@@ -160,6 +160,47 @@ async def test_models_and_migrations_are_in_step(database: Settings) -> None:
     assert pending == [], f"models changed without a migration (haodian makemigrations): {pending}"
 
 
+async def test_a_connection_left_in_a_transaction_comes_back_clean(database: Settings) -> None:
+    """The pool skips asyncpg's reset query (RESET ALL, UNLISTEN...): a request cancelled
+    inside a transaction must still hand the next borrower a connection outside it, with
+    nothing of the abandoned work kept."""
+    from tortoise import connections
+
+    client = connections.get("default")
+    if client.capabilities.dialect != "postgres":
+        pytest.skip("the pooled reset is PostgreSQL's")
+    async with client.acquire_connection() as raw:
+        await raw.execute("BEGIN")
+        await raw.execute("CREATE TEMP TABLE abandoned (x int)")
+        assert raw.is_in_transaction()
+        first = raw._con
+    async with client.acquire_connection() as again:
+        assert again._con is first  # idle connections come back last-in first-out
+        assert not again.is_in_transaction()
+        assert await again.fetchval("SELECT to_regclass('pg_temp.abandoned')") is None
+
+
+async def test_optional_coupon_keys_are_indexed_only_where_set(database: Settings) -> None:
+    """Migration 0007: a claim's NULL grant, issuance and order take no index entries."""
+    from tortoise import connections
+
+    client = connections.get("default")
+    if client.capabilities.dialect != "postgres":
+        pytest.skip("SQLite keeps full indexes")
+    rows = await client.execute_query_dict(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'coupon'"
+    )
+    defs = {r["indexname"]: r["indexdef"] for r in rows}
+    for name, where in [
+        ("coupon_grant_ref_key", "grant_ref IS NOT NULL"),
+        ("uid_coupon_issuanc_a422b9", "issuance_id IS NOT NULL"),
+        ("uid_coupon_templat_12d25f", "claim_seq IS NOT NULL"),
+        ("uid_coupon_templat_167b22", "unit IS NOT NULL"),
+        ("idx_coupon_order_n_30ec42", "order_no IS NOT NULL"),
+    ]:
+        assert where in defs[name], defs[name]
+
+
 async def test_no_table_description_would_break_the_sqlite_schema_editor(
     database: Settings,
 ) -> None:

@@ -216,6 +216,21 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
 
 
+def _database_cpu() -> float:
+    """CPU seconds of the PostgreSQL processes on this machine (backends, WAL writer,
+    checkpointer): what a request cost the database, when it runs here. A backend that ends
+    during a run takes its share with it; the server's pool keeps its connections."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += _proc_cpu(int(entry.name))
+            except OSError:
+                continue
+    return total
+
+
 @dataclass
 class Wrk:
     """wrk at fixed threads and connections; each run also says what one request cost the
@@ -257,6 +272,7 @@ class Wrk:
         return {
             "server": server,
             "redis": _proc_cpu(self.redis_pid) if self.redis_pid else 0.0,
+            "db": _database_cpu(),
             "wrk": child.ru_utime + child.ru_stime,
         }
 
@@ -330,7 +346,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def cpu_columns(result: dict[str, Any]) -> dict[str, int]:
-    """CPU per request in whole µs: {"server_us", "redis_us", "wrk_us"}."""
+    """CPU per request in whole µs: {"server_us", "redis_us", "db_us", "wrk_us"}."""
     return {f"{k}_us": round(v) for k, v in result["cpu_us"].items()}
 
 
