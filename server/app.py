@@ -5,18 +5,26 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import time
 from typing import Any
 
 from sanic import HTTPResponse, Request, Sanic
 from sanic.exceptions import SanicException
-from sanic_ext import Extend
+from sanic_ext import Extend, openapi
 
 from server.infra import db
 from server.infra.auth import RevocationWatch
 from server.infra.errors import AppError, Unavailable
-from server.infra.http import respond
+from server.infra.http import respond, returns, trusted_networks
 from server.infra.jobs import job_pool
 from server.infra.logging import request_id_var, setup_logging
+from server.infra.metrics import exposition, metrics
+from server.infra.openapi import (
+    HealthOut,
+    ReadyOut,
+    register_path_types,
+    serve_fixed_document,
+)
 from server.infra.ratelimit import RateLimits
 from server.infra.redis import Scripts, ensure_redis_url, make_client, share_scripts
 from server.settings import Settings
@@ -99,6 +107,8 @@ def create_app(settings: Settings | None = None) -> Sanic:
     settings = settings or Settings()
     setup_logging(settings.log_level)
     app = Sanic("haodian", configure_logging=False)
+    measured = metrics()
+    register_path_types(app)  # before any route: ids and numbers as the database has them
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.OAS_UI_DEFAULT = "swagger"
     app.config.OAS_URL_PREFIX = "/docs"
@@ -118,11 +128,10 @@ def create_app(settings: Settings | None = None) -> Sanic:
     @app.before_server_start
     async def _start(app: Sanic) -> None:
         ensure_redis_url(settings)
-        # Sanic reads client addresses from proxy headers only when configured to (the
-        # SANIC_ settings); without that, `request.ip` is the client and hot paths skip the
-        # forwarded-header parsing.
-        cfg = app.config
-        app.ctx.behind_proxy = bool(cfg.FORWARDED_SECRET or cfg.REAL_IP_HEADER or cfg.PROXIES_COUNT)
+        serve_fixed_document(app)
+        # Client addresses come from X-Forwarded-For only when our own proxy sent it
+        # (infra.http.client_address); with none configured, hot paths skip the parsing.
+        app.ctx.trusted_proxies = trusted_networks(settings.trusted_proxies)
         await db.init_db(settings)
         try:
             # Open this worker's connection before requests arrive: Tortoise does not release
@@ -163,20 +172,40 @@ def create_app(settings: Settings | None = None) -> Sanic:
 
     @app.on_request
     async def _request_id(request: Request) -> None:
+        request.ctx.started = time.perf_counter()
         request_id_var.set(str(request.id))
 
     @app.on_response
     async def _response_id(request: Request, response: HTTPResponse) -> None:
         response.headers.setdefault("X-Request-ID", str(request.id))
+        started = getattr(request.ctx, "started", None)
+        if started is not None:
+            route = request.route
+            measured.request_done(
+                "/" + route.path if route is not None else "unmatched",
+                request.method,
+                response.status,
+                time.perf_counter() - started,
+            )
 
     app.error_handler.add(Exception, _error_response)
 
     @app.get("/healthz")
+    @returns(HealthOut)
     async def healthz(request: Request) -> HTTPResponse:
         """The process is alive."""
         return respond({"status": "ok"})
 
+    @app.get("/metrics")
+    @openapi.response(200, {"text/plain": str}, "Prometheus text format, every process's values")
+    async def prometheus_metrics(request: Request) -> HTTPResponse:
+        """Requests, latencies, Lua scripts, streams, jobs and the outbox (infra/metrics.py)."""
+        body, content_type = exposition()
+        return HTTPResponse(body, content_type=content_type)
+
     @app.get("/readyz")
+    @returns(ReadyOut)
+    @returns(ReadyOut, 503)
     async def readyz(request: Request) -> HTTPResponse:
         """The database and Redis both answer; 503 when one does not."""
         checks: dict[str, Any] = {}

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from server.infra.metrics import use_directory as use_metrics_directory
 from server.settings import Settings
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -81,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("HAODIAN_PUBLIC_URL", f"http://{url_host}:{args.port}")
     settings = Settings()
     settings.secret  # noqa: B018  (fail early, and make the demo secret once, before workers)
+    use_metrics_directory(settings.data_dir)  # before workers start, before prometheus_client
     try:
         # From here the embedded Redis may run: it stops with us however we stop, a stop
         # signal during the first run's seeding included (see main).

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     access_token_ttl: int = Field(default=900, description="seconds an access token lives")
     refresh_token_ttl: int = Field(default=30 * 86400, description="seconds a refresh token lives")
     flashsale_member_rps: int = Field(default=5, description="flash-sale grabs/s per member")
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated addresses or networks of the proxies in front (nginx);"
+        " only their X-Forwarded-For is believed",
+    )
     flashsale_ip_rps: int = Field(default=5000, description="flash-sale grabs/s per address")
     flashsale_claim_idle_ms: int = Field(
         default=30000, description="stream entries idle this long are claimed from dead consumers"

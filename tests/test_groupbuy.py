@@ -447,15 +447,23 @@ async def test_refusals_replays_and_the_landing_page(
     assert r.status_code == 400 and error_code(r) == "IDEMPOTENCY_KEY_REQUIRED"
     r = await api.post(f"/api/v1/groups/{group_no}/join", headers=keyed({}), json={})
     assert r.status_code == 401
-    for bogus in ["nope", "abcdefgh0", "abcdefgh99999999", "ABCDEFGH1x", "组团组团组团组团1"]:
+    for bogus, code in [
+        ("nope", "GROUP_NOT_FOUND"),
+        ("abcdefgh0", "GROUP_NOT_FOUND"),
+        ("abcdefgh99999999", "GROUP_NOT_FOUND"),
+        ("ABCDEFGH1x", "GROUP_NOT_FOUND"),
+        ("组团组团组团组团1", "NOT_FOUND"),  # not what a group number can be: no route takes it
+    ]:
         r = await join(api, who, bogus)
-        assert r.status_code == 404 and error_code(r) == "GROUP_NOT_FOUND", (bogus, r.text)
+        assert r.status_code == 404 and error_code(r) == code, (bogus, r.text)
         assert (await api.get(f"/api/v1/groups/{bogus}")).status_code == 404
     r = await api.post(f"/api/v1/groups/{group_no}/join", headers=keyed(headers),
                        json={"scene": "x" * 40})  # fmt: skip
     assert r.status_code == 422
     assert (await api.get("/api/v1/group-buys/99999999999999999999")).status_code == 404
     r = await api.post("/api/v1/group-buys/99999999999999999999/groups", headers=keyed(headers))
+    assert r.status_code == 404 and error_code(r) == "NOT_FOUND"  # beyond any id: no route
+    r = await api.post(f"/api/v1/group-buys/{2**63 - 1}/groups", headers=keyed(headers))
     assert r.status_code == 404 and error_code(r) == "GROUP_BUY_NOT_FOUND"
 
     # Upcoming and ended activities refuse with their own codes.

@@ -26,9 +26,11 @@ from server.catalog.schemas import (
     StoreSkuIn,
     StoreSkuOut,
     StoreSkuPage,
+    StoreSkusSet,
 )
 from server.infra.auth import authenticated
 from server.infra.http import body, query, respond, returns
+from server.infra.openapi import OkOut
 
 bp = Blueprint("catalog", url_prefix="/api/v1")
 
@@ -101,6 +103,7 @@ async def admin_category_update(
 
 @bp.delete("/admin/categories/<category_id:int>")
 @authenticated("operator", roles=CATALOG_ROLES)
+@returns(OkOut)
 async def admin_category_delete(request: Request, category_id: int) -> HTTPResponse:
     await service.delete_category(category_id)
     return respond({"ok": True})
@@ -144,6 +147,7 @@ async def admin_product_update(
 
 @bp.delete("/admin/products/<product_id:int>")
 @authenticated("operator", roles=CATALOG_ROLES)
+@returns(OkOut)
 async def admin_product_delete(request: Request, product_id: int) -> HTTPResponse:
     await service.delete_product(product_id)
     return respond({"ok": True})
@@ -167,6 +171,7 @@ async def admin_sku_update(request: Request, sku_id: int, payload: SkuPatch) -> 
 
 @bp.delete("/admin/skus/<sku_id:int>")
 @authenticated("operator", roles=CATALOG_ROLES)
+@returns(OkOut)
 async def admin_sku_delete(request: Request, sku_id: int) -> HTTPResponse:
     await service.delete_sku(sku_id)
     return respond({"ok": True})
@@ -186,6 +191,7 @@ async def admin_store_skus(request: Request, store_id: int, params: PageQuery) -
 @bp.post("/admin/stores/<store_id:int>/skus")
 @authenticated("operator", roles=STORE_ROLES)
 @body(StoreSkuBulkIn)
+@returns(StoreSkusSet)
 async def admin_store_skus_set(
     request: Request, store_id: int, payload: StoreSkuBulkIn
 ) -> HTTPResponse:
@@ -207,6 +213,7 @@ async def admin_store_sku_set(
 
 @bp.delete("/admin/stores/<store_id:int>/skus/<sku_id:int>")
 @authenticated("operator", roles=STORE_ROLES)
+@returns(OkOut)
 async def admin_store_sku_delete(request: Request, store_id: int, sku_id: int) -> HTTPResponse:
     await service.delete_store_sku(store_id, sku_id)
     return respond({"ok": True})

@@ -139,6 +139,11 @@ class StoreSkuBulkItem(BaseModel):
     stock: int = Field(default=0, ge=0, le=10_000_000)
 
 
+class StoreSkusSet(BaseModel):
+    ok: bool = True
+    set: int = Field(description="SKUs of the store set")
+
+
 class StoreSkuBulkIn(BaseModel):
     model_config = _STRICT
     items: list[StoreSkuBulkItem] = Field(min_length=1, max_length=2000)

@@ -83,7 +83,7 @@ async def patch_template(
 
 @api.get("/admin/coupon-templates/<template_id:int>/stats")
 @authenticated("operator")
-@returns(s.StatsOut)
+@returns(s.CouponStatsOut)
 async def template_stats(request: Request, template_id: int) -> HTTPResponse:
     """Issued, claimed, used online, written off in store, write-off rate, by store."""
     return respond(await stats.stats(template_id))
@@ -257,6 +257,7 @@ async def list_write_offs(request: Request, params: s.WriteOffsQuery) -> HTTPRes
 
 
 @page_bp.get("/staff/scan")
+@openapi.response(200, {"text/html": str}, "the clerk's scanner page")
 async def scan_page(request: Request) -> HTTPResponse:
     """The clerk's scanner page (plain HTML + JS, no build step)."""
     return html(

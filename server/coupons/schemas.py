@@ -226,7 +226,7 @@ class StoreCount(BaseModel):
     written_off: int
 
 
-class StatsOut(BaseModel):
+class CouponStatsOut(BaseModel):
     template_id: int
     total: int
     remaining: int

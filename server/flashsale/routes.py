@@ -18,7 +18,7 @@ from sanic_ext import openapi
 
 from server.flashsale import service
 from server.flashsale.models import FlashReservation, FlashSale
-from server.flashsale.schemas import GrabIn, GrabOut, SaleIn, SaleList, SaleOut
+from server.flashsale.schemas import FlashSaleIn, FlashSaleOut, GrabIn, GrabOut, SaleList
 from server.infra import auth
 from server.infra.clock import SHANGHAI
 from server.infra.errors import (
@@ -29,6 +29,7 @@ from server.infra.errors import (
 )
 from server.infra.http import (
     body,
+    client_address,
     documents_body,
     error_answer,
     idempotency_key,
@@ -62,9 +63,9 @@ def _out(sale: FlashSale, left: int) -> dict[str, Any]:
 
 @bp.post("/admin/flash-sales")
 @auth.authenticated("operator", roles=["admin", "marketing"])
-@body(SaleIn)
-@returns(SaleOut, status=201)
-async def create_sale(request: Request, payload: SaleIn) -> HTTPResponse:
+@body(FlashSaleIn)
+@returns(FlashSaleOut, status=201)
+async def create_sale(request: Request, payload: FlashSaleIn) -> HTTPResponse:
     """Create a flash sale; its stock is loaded into Redis at once."""
     app = request.app
     sale = await service.create_sale(
@@ -103,7 +104,7 @@ async def list_sales(request: Request) -> HTTPResponse:
 
 
 @bp.get("/flash-sales/<sale_id:int>")
-@returns(SaleOut)
+@returns(FlashSaleOut)
 async def get_sale(request: Request, sale_id: int) -> HTTPResponse:
     app = request.app
     sale = await service.get_sale(sale_id)
@@ -144,7 +145,7 @@ async def grab(request: Request, sale_id: int) -> HTTPResponse:
             member_id=int(claims["sub"]),
             idem_key=key,
             quantity=quantity,
-            ip=request.client_ip if app.ctx.behind_proxy else request.ip,
+            ip=client_address(request),
             member_rps=settings.flashsale_member_rps,
             ip_rps=settings.flashsale_ip_rps,
             tier=claims.get("tier"),

@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import AwareDatetime, BaseModel, Field
 
 
-class SaleIn(BaseModel):
+class FlashSaleIn(BaseModel):
     sku_id: int = Field(gt=0)
     price_fen: int = Field(ge=0)
     units: int = Field(gt=0, le=10_000_000)
@@ -17,7 +17,7 @@ class SaleIn(BaseModel):
     member_tiers: list[str] = Field(default_factory=list, description="empty: every member")
 
 
-class SaleOut(BaseModel):
+class FlashSaleOut(BaseModel):
     id: int
     sku_id: int
     title: str
@@ -33,7 +33,7 @@ class SaleOut(BaseModel):
 
 
 class SaleList(BaseModel):
-    items: list[SaleOut]
+    items: list[FlashSaleOut]
 
 
 class GrabIn(BaseModel):

@@ -19,14 +19,14 @@ from server.giftcards.schemas import (
     DesignList,
     DesignOut,
     EntryList,
+    GiftCardStatsOut,
+    GiftLandingOut,
     GiftList,
     GiftOut,
     GiveIn,
-    LandingOut,
-    StatsOut,
 )
 from server.infra import auth
-from server.infra.http import body, idempotency_key, respond, returns
+from server.infra.http import body, component, idempotency_key, respond, returns
 from server.orders.idempotency import place_once
 from server.orders.schemas import OrderOut
 from server.wechat.client import client_for
@@ -91,7 +91,7 @@ async def create_batch(request: Request, payload: BatchIn) -> HTTPResponse:
 
 @bp.get("/admin/gift-cards/stats")
 @auth.authenticated("operator")
-@returns(StatsOut)
+@returns(GiftCardStatsOut)
 async def stats(request: Request) -> HTTPResponse:
     """Sold, printed, spent, refunded, expired and outstanding (the liability): ledger sums."""
     return respond(await service.stats())
@@ -169,7 +169,9 @@ async def bind(request: Request, payload: BindIn) -> HTTPResponse:
 @auth.authenticated("member")
 @body(GiveIn)
 @returns(GiftOut, status=201)
-@openapi.response(202, {"application/json": GiftOut}, "moderation is down: the gift waits")
+@openapi.response(
+    202, {"application/json": component(GiftOut)}, "moderation is down: the gift waits"
+)
 async def give(request: Request, card_id: int, payload: GiveIn) -> HTTPResponse:
     """Give a card with a greeting (checked by WeChat moderation first). 201 with the share
     link to send in a chat; 202 while moderation is unavailable (status `checking`: poll
@@ -188,7 +190,7 @@ async def my_gifts(request: Request) -> HTTPResponse:
     return respond({"items": [gifts.gift_view(g) for g in mine]})
 
 
-@bp.get("/me/gifts/<gift_no:str>")
+@bp.get("/me/gifts/<gift_no:ref>")
 @auth.authenticated("member")
 @returns(GiftOut)
 async def my_gift(request: Request, gift_no: str) -> HTTPResponse:
@@ -197,7 +199,7 @@ async def my_gift(request: Request, gift_no: str) -> HTTPResponse:
     return respond(gifts.gift_view(gift, shared))
 
 
-@bp.post("/me/gifts/<gift_no:str>/cancel")
+@bp.post("/me/gifts/<gift_no:ref>/cancel")
 @auth.authenticated("member")
 @returns(GiftOut)
 async def cancel_gift(request: Request, gift_no: str) -> HTTPResponse:
@@ -206,14 +208,14 @@ async def cancel_gift(request: Request, gift_no: str) -> HTTPResponse:
     return respond(gifts.gift_view(gift))
 
 
-@bp.get("/gifts/<gift_no:str>")
-@returns(LandingOut)
+@bp.get("/gifts/<gift_no:ref>")
+@returns(GiftLandingOut)
 async def landing(request: Request, gift_no: str) -> HTTPResponse:
     """The gift's landing page (what the share link opens; no sign-in needed)."""
     return respond(await gifts.landing(gift_no))
 
 
-@bp.post("/gifts/<gift_no:str>/claim")
+@bp.post("/gifts/<gift_no:ref>/claim")
 @auth.authenticated("member")
 @body(ClaimIn)
 @returns(CardOut, status=201)

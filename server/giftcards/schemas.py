@@ -72,7 +72,7 @@ class GiveIn(BaseModel):
     greeting: str = Field(min_length=1, max_length=200)
 
 
-class ShareOut(BaseModel):
+class GiftShareOut(BaseModel):
     scene: str
     kind: str
     target: str
@@ -90,7 +90,7 @@ class GiftOut(BaseModel):
     greeting: str
     flagged: bool = Field(description="moderation said review: sent, and kept for a look")
     expires_at: datetime
-    share: ShareOut | None
+    share: GiftShareOut | None
 
 
 class GiftList(BaseModel):
@@ -102,7 +102,7 @@ class GiverOut(BaseModel):
     avatar_url: str | None
 
 
-class LandingOut(BaseModel):
+class GiftLandingOut(BaseModel):
     gift_no: str
     status: str
     greeting: str | None = Field(description="null until moderation has passed it")
@@ -132,7 +132,7 @@ class Counted(BaseModel):
     fen: int
 
 
-class StatsOut(BaseModel):
+class GiftCardStatsOut(BaseModel):
     sold: Counted = Field(description="cards bought in the app")
     printed: Counted = Field(description="physical cards made")
     spent_fen: int = Field(description="paid for orders, net of money given back")

@@ -23,10 +23,10 @@ from server.groupbuy.schemas import (
     ActivityList,
     ActivityOut,
     AdminActivityOut,
+    GroupBuyStatsOut,
     GroupOut,
     JoinIn,
     SeatOut,
-    StatsOut,
 )
 from server.infra import auth
 from server.infra.clock import SHANGHAI
@@ -81,7 +81,7 @@ async def admin_detail(request: Request, activity_id: int) -> HTTPResponse:
 
 @bp.get("/admin/group-buys/<activity_id:int>/stats")
 @auth.authenticated("operator")
-@returns(StatsOut)
+@returns(GroupBuyStatsOut)
 async def admin_stats(request: Request, activity_id: int) -> HTTPResponse:
     """Groups opened / succeeded / failed, members, refunds (after success too), vouchers
     issued / written off and the write-off rate."""
@@ -110,7 +110,7 @@ async def activity_detail(request: Request, activity_id: int) -> HTTPResponse:
     return respond({**out, "joinable_groups": await service.joinable_groups(ctx.redis, a.id)})
 
 
-@bp.get("/groups/<group_no:str>")
+@bp.get("/groups/<group_no:ref>")
 @returns(GroupOut)
 async def group_landing(request: Request, group_no: str) -> HTTPResponse:
     """A group as its share landing page shows it (no token needed): status, seats left,
@@ -204,7 +204,7 @@ async def open_group(request: Request, activity_id: int) -> HTTPResponse:
     return await _take(request, "open", activity_id, seats.new_group_no(activity_id))
 
 
-@bp.post("/groups/<group_no:str>/join")
+@bp.post("/groups/<group_no:ref>/join")
 @openapi.secured("BearerAuth")
 @openapi.parameter("Idempotency-Key", str, location="header", required=True)
 @returns(SeatOut, status=201)

@@ -99,7 +99,7 @@ class GroupOut(BaseModel):
     members: list[GroupMember]
 
 
-class StatsOut(BaseModel):
+class GroupBuyStatsOut(BaseModel):
     activity_id: int
     groups_opened: int
     groups_forming: int
@@ -122,4 +122,4 @@ class StatsOut(BaseModel):
 
 
 class AdminActivityOut(ActivityOut):
-    stats: StatsOut
+    stats: GroupBuyStatsOut

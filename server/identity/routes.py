@@ -15,7 +15,6 @@ from server.identity.schemas import (
     MemberAdminOut,
     MemberOut,
     MePatch,
-    OkOut,
     OperatorOut,
     PasswordLogin,
     PhoneIn,
@@ -30,7 +29,8 @@ from server.identity.schemas import (
 )
 from server.infra import auth
 from server.infra.auth import Audience
-from server.infra.http import body, respond, returns
+from server.infra.http import body, client_address, respond, returns
+from server.infra.openapi import OkOut
 from server.wechat.client import client_for
 
 bp = Blueprint("identity", url_prefix="/api/v1")
@@ -45,9 +45,7 @@ STAFF_ADMIN_ROLES = ("admin", "store_ops")
 async def _password_limits(request: Request, kind: str, username: str) -> None:
     limits = request.app.ctx.limits
     await limits.hit(LOGIN_RULE, f"login:{kind}:user", username.lower(), what="sign-ins")
-    await limits.hit(
-        LOGIN_IP_RULE, f"login:{kind}:ip", request.remote_addr or request.ip, what="sign-ins"
-    )
+    await limits.hit(LOGIN_IP_RULE, f"login:{kind}:ip", client_address(request), what="sign-ins")
 
 
 async def _logout(request: Request, payload: LogoutIn, audience: Audience) -> HTTPResponse:
@@ -117,7 +115,7 @@ async def member_login(request: Request, payload: WxLogin) -> HTTPResponse:
     await request.app.ctx.limits.hit(
         MEMBER_LOGIN_IP_RULE,
         "login:member:ip",
-        request.remote_addr or request.ip,
+        client_address(request),
         what="sign-ins",
     )
     ctx = request.app.ctx

@@ -27,10 +27,6 @@ class TokenOut(BaseModel):
     token_type: str = "Bearer"
 
 
-class OkOut(BaseModel):
-    ok: bool = True
-
-
 class OperatorOut(BaseModel):
     id: int
     username: str

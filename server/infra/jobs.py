@@ -9,8 +9,10 @@ loop until cancelled, e.g. a Redis Streams consumer group).
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
+import time
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
@@ -78,14 +80,39 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
     await db.close_db()
 
 
+def _measured(coroutine: Any) -> Any:
+    """The job counted and timed in the metrics, by outcome."""
+
+    @functools.wraps(coroutine)
+    async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        from server.infra.metrics import metrics
+
+        start = time.perf_counter()
+        outcome = "failed"
+        try:
+            result = await coroutine(ctx, *args, **kwargs)
+            outcome = "ok"
+            return result
+        finally:
+            m = metrics()
+            m.jobs.labels(coroutine.__name__, outcome).inc()
+            m.job_seconds.labels(coroutine.__name__).observe(time.perf_counter() - start)
+
+    return run
+
+
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
-    functions = _collect("functions")
+    functions = [_measured(f) for f in _collect("functions")]
+    cron_jobs = _collect("cron_jobs")
+    for job in cron_jobs:
+        if not getattr(job.coroutine, "__wrapped__", None):
+            job.coroutine = _measured(job.coroutine)
     if not functions:
         # arq refuses to start without a function; keep one harmless job so the worker runs.
         functions = [_noop]
     kwargs: dict[str, Any] = dict(
         functions=functions,
-        cron_jobs=_collect("cron_jobs") or None,
+        cron_jobs=cron_jobs or None,
         redis_settings=redis_settings(settings.redis_url or ""),
         queue_name=QUEUE,
         on_startup=_startup,
@@ -110,9 +137,11 @@ async def _noop(ctx: dict[str, Any]) -> None:
 def run_worker() -> None:
     """Entry point of `haodian worker` and of the demo's managed worker process."""
     from server.infra.logging import setup_logging
+    from server.infra.metrics import use_directory
     from server.infra.redis import ensure_redis_url
 
     settings = Settings()
+    use_directory(settings.data_dir)
     setup_logging(settings.log_level)
     ensure_redis_url(settings)
     asyncio.run(_run(settings))

@@ -8,10 +8,12 @@ worker process connects to the same server.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Iterator
@@ -25,6 +27,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
+from server.infra.metrics import metrics, script_timer
 from server.settings import Settings
 
 _embedded: Any = None
@@ -126,6 +129,13 @@ def make_client(url: str, **kwargs: Any) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, decode_responses=True, **kwargs)
 
 
+@functools.lru_cache(maxsize=256)
+def _script_name(path: Path | str) -> str:
+    """The metrics' label: the domain and the file, e.g. coupons/claim."""
+    p = Path(path)
+    return f"{p.parent.parent.name}/{p.stem}"
+
+
 class Scripts:
     """Lua scripts live as `.lua` files next to the domain that owns them.
 
@@ -158,7 +168,11 @@ class Scripts:
         return script
 
     async def run(self, path: Path | str, keys: list[str], args: list[Any]) -> Any:
-        return await self.get(path)(keys=keys, args=args)
+        start = time.perf_counter()
+        try:
+            return await self.get(path)(keys=keys, args=args)
+        finally:
+            metrics().script_done(_script_name(path), time.perf_counter() - start)
 
     @property
     def pipelined(self) -> bool:
@@ -193,9 +207,10 @@ class Scripts:
             self._heads[id(keys)] = head
         command = b"*%d\r\n" % (head[3] + len(args)) + head[2] + _pack_items(args)
         retry = (script.script, keys, fixed, args)
-        if pipe.protocol is None:
-            return pipe.send(command, retry)
-        return pipe.submit(command, retry)
+        reply = pipe.send(command, retry) if pipe.protocol is None else pipe.submit(command, retry)
+        if isinstance(reply, asyncio.Future):
+            reply.add_done_callback(script_timer(_script_name(path)))
+        return reply
 
     async def _run_encoded(self, path: Path | str, keys: list[str], args: list[Any]) -> Any:
         return _encode_reply(await self.run(path, keys, args))

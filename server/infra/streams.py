@@ -19,6 +19,8 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from server.infra.metrics import metrics
+
 log = logging.getLogger("haodian.streams")
 
 BATCH = 200
@@ -130,10 +132,28 @@ class StreamConsumer:
             )
         return await self.handle(source, entries)
 
+    async def report(self) -> None:
+        """This kind's entries not yet read and read but not acknowledged, for /metrics."""
+        lag = pending = 0
+        for key in self.streams.values():
+            try:
+                groups = await self.redis.xinfo_groups(key)
+            except ResponseError:  # no stream yet
+                continue
+            for g in groups:
+                name = g.get("name")
+                if (name.decode() if isinstance(name, bytes) else name) == self.group:
+                    lag += int(g.get("lag") or 0)
+                    pending += int(g.get("pending") or 0)
+        m = metrics()
+        m.stream_lag.labels(self.kind).set(lag)
+        m.stream_pending.labels(self.kind).set(pending)
+
     async def step(self) -> int:
         now = time.monotonic()
         if now >= self.refresh_at:
             await self.refresh()
+            await self.report()
             self.refresh_at = now + 2
         done = 0
         for source in list(self.streams):

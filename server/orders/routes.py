@@ -57,7 +57,7 @@ async def my_orders(request: Request) -> HTTPResponse:
     return respond(OrderListOut(items=[await order_view(o) for o in orders]))
 
 
-@bp.get("/orders/<order_no:str>")
+@bp.get("/orders/<order_no:ref>")
 @auth.authenticated("member")
 @returns(OrderOut)
 async def my_order(request: Request, order_no: str) -> HTTPResponse:
@@ -67,7 +67,7 @@ async def my_order(request: Request, order_no: str) -> HTTPResponse:
     return respond(await order_view(order, events=True))
 
 
-@bp.post("/orders/<order_no:str>/pay")
+@bp.post("/orders/<order_no:ref>/pay")
 @auth.authenticated("member")
 @body(PayIn)
 @returns(PayOut)
@@ -83,7 +83,7 @@ async def pay_order(request: Request, order_no: str, payload: PayIn) -> HTTPResp
     return respond(PayOut(**answer))
 
 
-@bp.post("/orders/<order_no:str>/cancel")
+@bp.post("/orders/<order_no:ref>/cancel")
 @auth.authenticated("member")
 @body(CancelIn)
 @returns(OrderOut)
@@ -100,7 +100,7 @@ async def cancel_order(request: Request, order_no: str, payload: CancelIn) -> HT
     return respond(await order_view(order, events=True))
 
 
-@bp.post("/staff/orders/<order_no:str>/complete")
+@bp.post("/staff/orders/<order_no:ref>/complete")
 @auth.authenticated("staff")
 @body(CompleteIn)
 @returns(OrderOut)
@@ -112,7 +112,7 @@ async def complete_pickup(request: Request, order_no: str, payload: CompleteIn) 
     return respond(await order_view(order, show_pickup_code=False))
 
 
-@bp.get("/admin/orders/<order_no:str>")
+@bp.get("/admin/orders/<order_no:ref>")
 @auth.authenticated("operator")
 @returns(OrderOut)
 async def admin_order(request: Request, order_no: str) -> HTTPResponse:

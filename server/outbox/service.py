@@ -24,6 +24,7 @@ from typing import Any
 from tortoise.expressions import Q
 
 from server.infra.clock import utcnow
+from server.infra.metrics import metrics
 from server.outbox.models import OutboxDelivery, OutboxEvent
 from server.settings import Settings
 
@@ -176,6 +177,8 @@ async def deliver_due(env: Env, *, limit: int = 100, parallel: int = 8) -> int:
         .order_by("id")
         .limit(limit)
     )
+    oldest = min((e.available_at for e in due), default=now)
+    metrics().outbox_lag.set(max(0.0, (now - oldest).total_seconds()))
     gate = asyncio.Semaphore(parallel)
 
     async def one(event: OutboxEvent) -> bool:

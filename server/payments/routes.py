@@ -6,11 +6,12 @@ import logging
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty
+from sanic_ext import openapi
 
 from server.infra import auth
-from server.infra.http import body, respond
+from server.infra.http import body, component, respond, returns
 from server.payments import service, tenders
-from server.payments.schemas import RefundIn, RefundOut
+from server.payments.schemas import RefundIn, RefundOut, WeChatAnswer
 from server.wechat.pay import PayNotificationRejected
 
 log = logging.getLogger("haodian.payments")
@@ -19,6 +20,8 @@ bp = Blueprint("payments", url_prefix="/api/v1")
 
 
 @bp.post(service.NOTIFY_PATH.removeprefix("/api/v1"))
+@openapi.response(204, description="accepted (applied now or before)")
+@openapi.response(401, {"application/json": component(WeChatAnswer)}, "signature refused")
 async def wechat_notify(request: Request) -> HTTPResponse:
     """WeChat Pay's notification: verified before anything is read, applied at most once.
 
@@ -31,9 +34,10 @@ async def wechat_notify(request: Request) -> HTTPResponse:
     return empty(status=204)
 
 
-@bp.post("/admin/orders/<order_no:str>/refunds")
+@bp.post("/admin/orders/<order_no:ref>/refunds")
 @auth.authenticated("operator", roles=["admin", "store_ops"])
 @body(RefundIn)
+@returns(RefundOut, 201)
 async def admin_refund(request: Request, order_no: str, payload: RefundIn) -> HTTPResponse:
     """Refund a paid or completed order in full (two clicks at once: one refund)."""
     refund = await service.request_refund(

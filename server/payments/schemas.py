@@ -9,6 +9,13 @@ from server.orders.schemas import TenderOut
 from server.payments.models import Refund
 
 
+class WeChatAnswer(BaseModel):
+    """What WeChat Pay reads from a refused notification."""
+
+    code: str
+    message: str
+
+
 class RefundIn(BaseModel):
     reason: str = Field(min_length=1, max_length=200)
 

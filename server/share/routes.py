@@ -12,7 +12,7 @@ from sanic_ext.extensions.openapi.types import Binary
 
 from server.infra import auth
 from server.infra.errors import RateLimited, Unauthorized
-from server.infra.http import body, query, respond, returns
+from server.infra.http import body, client_address, query, respond, returns
 from server.share import schemas as s
 from server.share import service
 from server.wechat.client import client_for
@@ -58,7 +58,7 @@ async def create_share(request: Request, payload: s.ShareIn) -> HTTPResponse:
     return respond(_with_code_url(out), status=201 if created else 200)
 
 
-@bp.get("/shares/<scene:str>")
+@bp.get("/shares/<scene:ref>")
 @returns(s.LandingOut)
 async def open_share(request: Request, scene: str) -> HTTPResponse:
     """A share's landing page (no token needed; send one to be counted as the opener). One
@@ -66,7 +66,7 @@ async def open_share(request: Request, scene: str) -> HTTPResponse:
     still opens, uncounted, so opens cannot be inflated by reloading."""
     counted = True
     try:
-        ip = request.client_ip if request.app.ctx.behind_proxy else request.ip
+        ip = client_address(request)
         await request.app.ctx.limits.hit(OPENS_PER_ADDRESS, "share-open", scene, ip)
     except (RateLimited, RedisError):
         counted = False
@@ -74,7 +74,7 @@ async def open_share(request: Request, scene: str) -> HTTPResponse:
     return respond(out, headers={"Cache-Control": "no-store"})
 
 
-@bp.get("/shares/<scene:str>/wxacode")
+@bp.get("/shares/<scene:ref>/wxacode")
 @openapi.response(200, {"image/png": Binary()}, "the mini-program code opening the share")
 async def share_wxacode(request: Request, scene: str) -> HTTPResponse:
     """The share's mini-program code image (PNG), drawn by WeChat once and then cached."""
@@ -94,7 +94,7 @@ async def my_shares(request: Request) -> HTTPResponse:
 @bp.get("/admin/shares/stats")
 @auth.authenticated("operator")
 @query(s.StatsQuery)
-@returns(s.StatsOut)
+@returns(s.ShareStatsOut)
 async def share_stats(request: Request, params: s.StatsQuery) -> HTTPResponse:
     """Fission per sharer for a kind (and target): shares, opens, conversions; top 50."""
     items = await service.sharer_stats(params.kind, params.target)

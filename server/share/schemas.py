@@ -72,7 +72,7 @@ class SharerStatsOut(BaseModel):
     conversions: int
 
 
-class StatsOut(BaseModel):
+class ShareStatsOut(BaseModel):
     kind: str | None
     target: str | None
     items: list[SharerStatsOut] = Field(description="by conversions, most first; at most 50")

@@ -71,6 +71,7 @@ async def edit_address(request: Request, address_id: int, payload: s.AddressPatc
 
 @api.delete("/me/addresses/<address_id:int>")
 @auth.authenticated("member")
+@openapi.response(204, description="the address is gone")
 async def delete_address(request: Request, address_id: int) -> HTTPResponse:
     await addresses.delete_address(request.ctx.principal.subject, address_id)
     return HTTPResponse(status=204)
@@ -209,7 +210,7 @@ def _entry_id(value: str) -> bool:
     return ms.isdigit() and (seq == "" or seq.isdigit()) and len(value) < 40
 
 
-@api.post("/staff/takeout/orders/<order_no:str>/accept")
+@api.post("/staff/takeout/orders/<order_no:ref>/accept")
 @auth.authenticated("staff")
 @body(s.AcceptIn)
 @returns(s.BoardItem)
@@ -219,7 +220,7 @@ async def accept(request: Request, order_no: str, payload: s.AcceptIn) -> HTTPRe
     return respond(await service.board_item(t))
 
 
-@api.post("/staff/takeout/orders/<order_no:str>/reject")
+@api.post("/staff/takeout/orders/<order_no:ref>/reject")
 @auth.authenticated("staff")
 @body(s.RejectIn)
 @returns(s.BoardItem)
@@ -231,7 +232,7 @@ async def reject(request: Request, order_no: str, payload: s.RejectIn) -> HTTPRe
     return respond(await service.board_item(t))
 
 
-@api.post("/staff/takeout/orders/<order_no:str>/ready")
+@api.post("/staff/takeout/orders/<order_no:ref>/ready")
 @auth.authenticated("staff")
 @returns(s.BoardItem)
 async def ready(request: Request, order_no: str) -> HTTPResponse:
@@ -239,7 +240,7 @@ async def ready(request: Request, order_no: str) -> HTTPResponse:
     return respond(await service.board_item(t))
 
 
-@api.post("/staff/takeout/orders/<order_no:str>/dispatch")
+@api.post("/staff/takeout/orders/<order_no:ref>/dispatch")
 @auth.authenticated("staff")
 @body(s.DispatchIn)
 @returns(s.BoardItem)
@@ -256,7 +257,7 @@ async def dispatch(request: Request, order_no: str, payload: s.DispatchIn) -> HT
     return respond(await service.board_item(t))
 
 
-@api.post("/staff/takeout/orders/<order_no:str>/delivered")
+@api.post("/staff/takeout/orders/<order_no:ref>/delivered")
 @auth.authenticated("staff")
 @returns(s.BoardItem)
 async def delivered(request: Request, order_no: str) -> HTTPResponse:
@@ -290,6 +291,7 @@ async def courier_notify(request: Request) -> HTTPResponse:
 
 
 @page_bp.get("/staff/orders")
+@openapi.response(200, {"text/html": str}, "the store's takeout board")
 async def board_page(request: Request) -> HTTPResponse:
     """The store's takeout board (plain HTML + JS, no build step)."""
     return html(
