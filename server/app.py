@@ -14,7 +14,7 @@ from sanic_ext import Extend, openapi
 
 from server.infra import db
 from server.infra.auth import RevocationWatch
-from server.infra.errors import AppError, Unavailable
+from server.infra.errors import AppError, Unavailable, ValidationFailed
 from server.infra.http import respond, returns, trusted_networks
 from server.infra.jobs import job_pool
 from server.infra.logging import request_id_var, setup_logging
@@ -72,6 +72,9 @@ def _error_response(request: Request, exc: Exception) -> HTTPResponse:
             code="DATABASE_UNAVAILABLE",
             headers={"Retry-After": "1"},
         )
+    elif not isinstance(exc, AppError) and db.value_beyond_storage(exc):
+        log.warning("value beyond storage", extra={"path": request.path, "error": str(exc)[:200]})
+        exc = ValidationFailed("a number or a text in the request is beyond what can be stored")
     if isinstance(exc, AppError):
         resp = respond(exc.body(rid), status=exc.status, headers=exc.headers)
     elif isinstance(exc, SanicException) and exc.status_code < 500:

@@ -101,6 +101,21 @@ async def test_text_the_database_cannot_keep_is_a_422(
     assert r.status_code < 500, r.text
 
 
+async def test_numbers_beyond_their_columns_are_a_422(
+    api: httpx.AsyncClient, database: Settings
+) -> None:
+    """What schemathesis found: a product's sort order beyond 32 bits (bounded in the schema
+    now), and any id beyond 64 bits that no schema bounds (refused by the database layer,
+    answered as a 422 and nothing written)."""
+    op = await operator_headers(database)
+    product = {"category_id": 1, "name": "tofu lovers", "sort": 2**38}
+    r = await api.post("/api/v1/admin/products", json=product, headers=op)
+    assert r.status_code == 422 and error_code(r) == "VALIDATION_ERROR", r.text
+    sku = {"product_id": 2**70, "name": "200 g", "price_fen": 990}
+    r = await api.post("/api/v1/admin/skus", json=sku, headers=op)
+    assert r.status_code == 422 and error_code(r) == "VALIDATION_ERROR", r.text
+
+
 # -- fuzzing ---------------------------------------------------------------------------------------
 
 # The event stream never ends (wrk-like tools wait for it forever); logging out mid-run would

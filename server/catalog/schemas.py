@@ -13,14 +13,14 @@ Images = list[str]
 class CategoryIn(BaseModel):
     model_config = _STRICT
     name: str = Field(min_length=1, max_length=64)
-    sort: int = 0
+    sort: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
     visible: bool = True
 
 
 class CategoryPatch(BaseModel):
     model_config = _STRICT
     name: str | None = Field(default=None, min_length=1, max_length=64)
-    sort: int | None = None
+    sort: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     visible: bool | None = None
 
 
@@ -66,7 +66,7 @@ class ProductIn(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     description: str = Field(default="", max_length=10_000)
     images: Images = Field(default_factory=list, max_length=20)
-    sort: int = 0
+    sort: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
     on_sale: bool = True
     skus: list[SkuIn] = Field(default_factory=list, max_length=50, description="created with it")
 
@@ -77,7 +77,7 @@ class ProductPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=128)
     description: str | None = Field(default=None, max_length=10_000)
     images: Images | None = Field(default=None, max_length=20)
-    sort: int | None = None
+    sort: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     on_sale: bool | None = None
 
 

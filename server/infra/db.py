@@ -162,6 +162,23 @@ def rows_source(
     return f"unnest({arrays}) AS r({names})", [list(col) for col in zip(*rows, strict=True)]
 
 
+def value_beyond_storage(exc: BaseException) -> bool:
+    """The database (or asyncpg encoding for it) refused a value as data: a number beyond its
+    column, text it cannot hold. Input no schema bounded: a 422, the transaction rolled back."""
+    try:
+        import asyncpg.exceptions as pg
+    except ImportError:
+        return False
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, pg.DataError):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def database_unreachable(exc: BaseException) -> bool:
     """The database could not take the query (down, restarting, out of connection slots,
     the connection dropped): the request may be retried, so a 503, not a 500."""
