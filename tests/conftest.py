@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -124,6 +125,34 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+def wait_http(proc: subprocess.Popen, url: str, timeout: float, logs: Any = lambda: "") -> float:
+    """Seconds until `url` answers 200; an error with the process's output if it exits
+    first or does not answer in `timeout`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early:\n{logs()[-4000:]}")
+        try:
+            # The first answers after start-up can take seconds on a busy 2-core box.
+            if httpx.get(url, timeout=10).status_code == 200:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready in {timeout}s:\n{logs()[-4000:]}")
+
+
+def stop_group(proc: subprocess.Popen, sig: int, timeout: float) -> None:
+    """`sig` to the process's group, SIGKILL after `timeout` s; nothing if it has ended."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 class ServerProcess:
     """A running `haodian ...` process on a free port, its output kept in a file."""
 
@@ -160,18 +189,7 @@ class ServerProcess:
         )
 
     def wait_ready(self, timeout: float = 60, path: str = "/readyz") -> float:
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.logs()[-4000:]}")
-            try:
-                # The first answers after start-up can take seconds on a busy 2-core box.
-                if httpx.get(self.base_url + path, timeout=10).status_code == 200:
-                    return time.monotonic() - start
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready in {timeout}s:\n{self.logs()[-4000:]}")
+        return wait_http(self.proc, self.base_url + path, timeout, self.logs)
 
     def wait_exit(self, timeout: float) -> int:
         """The exit code, once the process ends by itself within `timeout` seconds."""
@@ -185,13 +203,7 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+        stop_group(self.proc, signal.SIGTERM, 15)
         self._log.close()
 
 

@@ -24,7 +24,14 @@ import pytest
 from server.coupons.models import Coupon
 from server.orders.models import Order
 from server.settings import Settings
-from tests.conftest import ServerProcess, free_port, own_redis_database, start_worker
+from tests.conftest import (
+    ServerProcess,
+    free_port,
+    own_redis_database,
+    start_worker,
+    stop_group,
+    wait_http,
+)
 from tests.test_coupons import make_template, operator_headers
 from tests.test_flashsale import _create_sale, _members
 
@@ -89,13 +96,7 @@ class Nginx:
         )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGQUIT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, signal.SIGQUIT, 10)  # nginx's graceful stop
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +127,7 @@ def topology(
             )
             (logs / "nginx").mkdir()
             proxy = Nginx(logs / "nginx", [a.port for a in apis])
-            for _ in range(100):
-                try:
-                    if httpx.get(proxy.base_url + "/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                asyncio.run(asyncio.sleep(0.1))
+            wait_http(proxy.proc, proxy.base_url + "/healthz", 30)
             yield {"apis": apis, "nginx": proxy, "worker": worker, "env": own}
         finally:
             if proxy is not None:
