@@ -75,4 +75,17 @@ export HAODIAN_TEST_PG="${HAODIAN_TEST_PG:-postgres://haodian:haodian@127.0.0.1:
 export HAODIAN_TEST_REDIS="${HAODIAN_TEST_REDIS:-redis://127.0.0.1:6379}"
 export PATH="$PWD/.venv/bin:$PATH"
 say "pytest"
-exec .venv/bin/python -m pytest "$@"
+if [ $# -gt 0 ]; then
+  exec .venv/bin/python -m pytest "$@"  # a chosen part, on single-node Redis
+fi
+.venv/bin/python -m pytest
+
+# 6. The scenario tests again with the whole app on a three-master Redis Cluster that the
+#    suite starts on loopback (the job queue on a single-node database, as deployed).
+say "pytest on a three-master Redis Cluster (scenario tests)"
+HAODIAN_TEST_REDIS_CLUSTER=1 exec .venv/bin/python -m pytest -p no:cacheprovider \
+  tests/test_flashsale.py tests/test_coupons.py \
+  tests/test_coupons_orders.py tests/test_groupbuy.py tests/test_groupbuy_expiry.py \
+  tests/test_takeout.py tests/test_giftcards.py tests/test_membership.py tests/test_share.py \
+  tests/test_locator.py tests/test_identity.py tests/test_orders_payments.py \
+  tests/test_lifecycle.py tests/test_ledger.py tests/test_scanner.py

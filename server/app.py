@@ -26,7 +26,13 @@ from server.infra.openapi import (
     serve_fixed_document,
 )
 from server.infra.ratelimit import RateLimits
-from server.infra.redis import Scripts, ensure_redis_url, make_client, share_scripts
+from server.infra.redis import (
+    Scripts,
+    ensure_redis_url,
+    is_cluster,
+    make_client,
+    share_scripts,
+)
 from server.settings import Settings
 
 log = logging.getLogger("haodian.app")
@@ -144,6 +150,12 @@ def create_app(settings: Settings | None = None) -> Sanic:
         except Exception as exc:
             log.warning("database not reachable at start-up: %s", type(exc).__name__)
         app.ctx.redis = make_client(settings.redis_url or "")
+        # The sandbox stands in for WeChat's servers, which keep their state apart from ours:
+        # on a cluster deployment it lives on the queue's single node (its read-modify-writes
+        # WATCH one document, which a cluster client cannot).
+        app.ctx.sandbox_redis = (
+            make_client(settings.queue_redis_url) if is_cluster(app.ctx.redis) else app.ctx.redis
+        )
         app.ctx.scripts = Scripts(app.ctx.redis)
         share_scripts(app.ctx.scripts)
         app.ctx.revocations = RevocationWatch(
@@ -151,7 +163,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
         )
         app.ctx.revocations.start()
         app.ctx.limits = RateLimits(settings.redis_url or "")
-        app.ctx.jobs = await job_pool(settings.redis_url or "")
+        app.ctx.jobs = await job_pool(settings.queue_redis_url)
         for hook in _startup_hooks:
             await hook(app)
 
@@ -163,6 +175,8 @@ def create_app(settings: Settings | None = None) -> Sanic:
         await app.ctx.revocations.close()
         await app.ctx.scripts.aclose()
         await app.ctx.redis.aclose()
+        if app.ctx.sandbox_redis is not app.ctx.redis:
+            await app.ctx.sandbox_redis.aclose()
         await db.close_db()
 
     if settings.runs_embedded_worker:

@@ -39,7 +39,14 @@ class Settings(BaseSettings):
         default=None, description="postgres://user:pass@host:5432/db; unset = SQLite in data dir"
     )
     redis_url: str | None = Field(
-        default=None, description="redis://host:6379/0; unset = embedded Redis in data dir"
+        default=None,
+        description="redis://host:6379/0, or redis+cluster://host:port,host:port for a "
+        "Redis Cluster; unset = embedded Redis in data dir",
+    )
+    jobs_redis_url: str | None = Field(
+        default=None,
+        description="single-node Redis for the job queue (arq) and the WeChat sandbox; "
+        "unset = REDIS_URL (required when that is a cluster)",
     )
     data_dir: Path = Field(default=Path(".haodian"), description="demo database, Redis, secrets")
     secret_key: str | None = Field(
@@ -152,6 +159,21 @@ class Settings(BaseSettings):
     @property
     def runs_embedded_worker(self) -> bool:
         return self.embedded_worker if self.embedded_worker is not None else self.is_demo
+
+    @property
+    def queue_redis_url(self) -> str:
+        """The job queue's Redis. arq runs MULTI/WATCH over keys of different slots, which a
+        cluster refuses, so the queue stays on one node (its load is small: a job per
+        campaign, a cron tick a minute) while everything else may scale out."""
+        from server.infra.redis import is_cluster_url
+
+        url = self.jobs_redis_url or self.redis_url or ""
+        if is_cluster_url(url):
+            raise RuntimeError(
+                "HAODIAN_REDIS_URL is a Redis Cluster: set HAODIAN_JOBS_REDIS_URL to a "
+                "single-node Redis for the job queue"
+            )
+        return url
 
     @property
     def db_url(self) -> str:

@@ -3,6 +3,11 @@
 Each pytest run gets a database of its own (created here, dropped at the end) and a
 Redis logical database of its own (claimed with SET NX, flushed before use), so
 several runs can share one machine's servers without seeing each other.
+
+With HAODIAN_TEST_REDIS_CLUSTER=1 every server of the run uses a three-master Redis
+Cluster started here on loopback instead (one per concurrent claim, reused once flushed),
+with the job queue on a logical database of the single-node test Redis, as a cluster
+deployment runs it.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from server.infra import db
-from server.infra.redis import claimed_database
+from server.infra.redis import claimed_database, make_client
 from server.settings import Settings
+from tests.redis_cluster import Cluster
 
 PG_BASE = os.environ.get("HAODIAN_TEST_PG", "postgres://haodian:haodian@127.0.0.1:5432")
 REDIS_BASE = os.environ.get("HAODIAN_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -60,11 +66,48 @@ def own_database() -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+ON_CLUSTER = os.environ.get("HAODIAN_TEST_REDIS_CLUSTER") == "1"
+_idle_clusters: list[Cluster] = []
+_all_clusters: list[Cluster] = []
+_queues: dict[str, str] = {}  # cluster URL -> its job queue's single-node URL
+
+
 @contextmanager
 def own_redis_database() -> Iterator[str]:
-    """A logical database of the test Redis to itself, flushed before and after use."""
-    with claimed_database(REDIS_BASE, owner="test") as url:
-        yield url
+    """A logical database of the test Redis to itself, flushed before and after use; or,
+    on a cluster run, a whole cluster (see `redis_env` for the job queue's URL)."""
+    if not ON_CLUSTER:
+        with claimed_database(REDIS_BASE, owner="test") as url:
+            yield url
+        return
+    if _idle_clusters:
+        cluster = _idle_clusters.pop()
+    else:
+        cluster = Cluster()
+        _all_clusters.append(cluster)
+        cluster.start()
+    cluster.flush_all()
+    with claimed_database(REDIS_BASE, owner="test-queue") as queue:
+        _queues[cluster.url] = queue
+        try:
+            yield cluster.url
+        finally:
+            del _queues[cluster.url]
+            cluster.flush_all()
+            _idle_clusters.append(cluster)
+
+
+def redis_env(url: str) -> dict[str, str]:
+    """The server environment for a URL from `own_redis_database`."""
+    out = {"HAODIAN_REDIS_URL": url}
+    if url in _queues:
+        out["HAODIAN_JOBS_REDIS_URL"] = _queues[url]
+    return out
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for cluster in _all_clusters:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +132,7 @@ def env(pg_url: str, redis_url: str, data_dir: Path) -> dict[str, str]:
     """The environment of a production-like server on the test database and Redis."""
     return {
         "HAODIAN_DATABASE_URL": pg_url,
-        "HAODIAN_REDIS_URL": redis_url,
+        **redis_env(redis_url),
         "HAODIAN_DATA_DIR": str(data_dir),
         "HAODIAN_SECRET_KEY": TEST_SECRET,
         "HAODIAN_SANDBOX": "1",
@@ -102,6 +145,7 @@ def settings(env: dict[str, str]) -> Settings:
     return Settings(
         database_url=env["HAODIAN_DATABASE_URL"],
         redis_url=env["HAODIAN_REDIS_URL"],
+        jobs_redis_url=env.get("HAODIAN_JOBS_REDIS_URL"),
         data_dir=Path(env["HAODIAN_DATA_DIR"]),
         secret_key=TEST_SECRET,
         sandbox=True,
@@ -120,9 +164,38 @@ async def database(settings: Settings) -> AsyncIterator[Settings]:
 
 @pytest.fixture(scope="session")
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = make_client(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def sandbox_redis(redis_url: str, redis: Any) -> AsyncIterator[Any]:
+    """Where the WeChat sandbox keeps its state: the server's Redis, or on a cluster run
+    the job queue's single node (as the app puts it there)."""
+    queue = redis_env(redis_url).get("HAODIAN_JOBS_REDIS_URL")
+    if queue is None:
+        yield redis
+        return
+    client = make_client(queue)
+    yield client
+    await client.aclose()
+
+
+_node_clients: dict[str, aioredis.Redis] = {}
+
+
+def node_clients(redis: Any) -> list[aioredis.Redis]:
+    """A plain client per master, for what is per server (CLIENT LIST, the script cache): the
+    one server, or every master of a cluster (kept for the run, like the `redis` fixture)."""
+    if not hasattr(redis, "get_primaries"):
+        return [redis]
+    out = []
+    for n in redis.get_primaries():
+        if n.name not in _node_clients:
+            _node_clients[n.name] = aioredis.Redis(host=n.host, port=n.port, decode_responses=True)
+        out.append(_node_clients[n.name])
+    return out
 
 
 def wait_http(proc: subprocess.Popen, url: str, timeout: float, logs: Any = lambda: "") -> float:
@@ -310,6 +383,6 @@ def run_bench(
         env = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")}
         env["HAODIAN_DATABASE_URL"] = pg
         if r:
-            env["HAODIAN_REDIS_URL"] = r
+            env.update(redis_env(r))
         cmd = [sys.executable, "-m", "server", "bench", name, *options]
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -162,7 +162,13 @@ async def test_schemathesis_finds_no_5xx_and_no_answer_off_its_schema(
             f"Authorization: {headers['Authorization']}",
         ]
         done = await asyncio.to_thread(
-            subprocess.run, cmd, capture_output=True, text=True, timeout=900
+            # In tmp_path: schemathesis keeps a cache in its working directory.
+            subprocess.run,
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=tmp_path,
         )
         report.write_text(done.stdout + done.stderr)
         if done.returncode != 0:

@@ -37,7 +37,7 @@ from server.infra.redis import Scripts
 from server.orders.models import Order, OrderStatus
 from server.orders.service import transition
 from server.settings import Settings
-from tests.conftest import ROOT, ServerProcess, error_code, start_worker
+from tests.conftest import ROOT, ServerProcess, error_code, node_clients, start_worker
 
 
 def _worker(env: dict[str, str], log_dir: Path, name: str, **extra: str) -> ServerProcess:
@@ -422,9 +422,15 @@ async def test_revoked_token_stops_grabbing_at_once(
     assert await _stock(redis, sale["id"]) == 12
 
 
-async def _watch_clients(redis: aioredis.Redis) -> list[dict[str, Any]]:
+async def _watch_clients(redis: Any) -> list[tuple[aioredis.Redis, dict[str, Any]]]:
+    """Each revocation subscription with the server (the master, on a cluster) it is on."""
     name = f"haodian-sub-{revocations_channel(redis)}"
-    return [c for c in await redis.client_list(_type="pubsub") if c.get("name") == name]
+    found = []
+    for node in node_clients(redis):
+        found += [
+            (node, c) for c in await node.client_list(_type="pubsub") if c.get("name") == name
+        ]
+    return found
 
 
 async def test_a_revocation_missed_while_the_watch_was_down_still_counts(
@@ -438,15 +444,20 @@ async def test_a_revocation_missed_while_the_watch_was_down_still_counts(
         assert (await _grab(api, sale["id"], token, f"before-{i}")).status_code == 202
     watchers = await _watch_clients(redis)
     assert len(watchers) == 2  # one per server worker
-    for c in watchers:
-        await redis.client_kill_filter(_id=c["id"])
+    for node, c in watchers:
+        await node.client_kill_filter(_id=c["id"])
     # The revocation lands while nobody listens: the key only, no news.
     subject_key, _ = revocation_keys("member", decode_access(settings, token, "member"))
     await redis.set(subject_key, f"{time.time():.6f}", ex=3600)
 
     async def resubscribed() -> bool:
         now = await _watch_clients(redis)
-        return len(now) == 2 and not {c["id"] for c in now} & {c["id"] for c in watchers}
+        before = {(n.connection_pool.connection_kwargs["port"], c["id"]) for n, c in watchers}
+        return (
+            len(now) == 2
+            and not {(n.connection_pool.connection_kwargs["port"], c["id"]) for n, c in now}
+            & before
+        )
 
     assert await _eventually(resubscribed, within=10)
     for i in range(4):
@@ -482,12 +493,15 @@ async def test_grab_survives_redis_losing_its_scripts(
     sale = await _create_sale(api, env, units=10, limit=5)
     ((_, token),) = await _members(settings, 1)
     assert (await _grab(api, sale["id"], token, "s0")).status_code == 202
-    await redis.script_flush()
+    nodes = node_clients(redis)
+    for node in nodes:
+        await node.script_flush()
     for i in range(1, 4):
         r = await _grab(api, sale["id"], token, f"s{i}")
         assert r.status_code == 202, r.text
     sha = Scripts(redis).get(service.GRAB).sha
-    assert await redis.script_exists(sha) == [True]
+    loaded = [await node.script_exists(sha) == [True] for node in nodes]
+    assert loaded.count(True) == 1  # on the server (the master) that holds the sale
     assert await _stock(redis, sale["id"]) == 6
 
 

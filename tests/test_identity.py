@@ -519,7 +519,7 @@ async def test_staff_login_is_rate_limited(api: httpx.AsyncClient) -> None:
 
 
 async def test_session_key_and_raw_phone_appear_in_no_response_and_no_log(
-    api: httpx.AsyncClient, server: ServerProcess, redis: Any
+    api: httpx.AsyncClient, server: ServerProcess, sandbox_redis: Any
 ) -> None:
     import orjson
 
@@ -530,7 +530,7 @@ async def test_session_key_and_raw_phone_appear_in_no_response_and_no_log(
     texts.append(out.text)
     token = out.json()["token"]
     session_keys = [
-        orjson.loads(await redis.get(f"sandbox:wx:user:{user['openid']}"))["session_key"]
+        orjson.loads(await sandbox_redis.get(f"sandbox:wx:user:{user['openid']}"))["session_key"]
     ]
     r = await api.post(
         "/api/v1/auth/phone",
@@ -546,7 +546,7 @@ async def test_session_key_and_raw_phone_appear_in_no_response_and_no_log(
     again = await api.post("/api/v1/auth/login", json={"code": await code_for(api, user["openid"])})
     texts.append(again.text)
     session_keys.append(
-        orjson.loads(await redis.get(f"sandbox:wx:user:{user['openid']}"))["session_key"]
+        orjson.loads(await sandbox_redis.get(f"sandbox:wx:user:{user['openid']}"))["session_key"]
     )
     assert session_keys[0] != session_keys[1]
     await asyncio.sleep(0.5)  # let the workers flush their log lines

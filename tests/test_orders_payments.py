@@ -525,7 +525,7 @@ async def test_bad_orders_are_refused_without_side_effects(
 
 
 async def test_a_lost_notification_is_found_by_the_workers_query(
-    api: httpx.AsyncClient, shop: dict[str, Any], redis: Any, worker: Any
+    api: httpx.AsyncClient, shop: dict[str, Any], sandbox_redis: Any, worker: Any
 ) -> None:
     """WeChat's notification never reaches us; the worker queries quiet orders and applies
     the payment anyway, once."""
@@ -536,9 +536,9 @@ async def test_a_lost_notification_is_found_by_the_workers_query(
     await api.post(f"/api/v1/orders/{order_no}/pay", headers=who["headers"], json={})
     # Make the fake WeChat deliver its notification nowhere (a network that loses it).
     key = pay_state.k_tx(order_no)
-    tx = orjson.loads(await redis.get(key))
+    tx = orjson.loads(await sandbox_redis.get(key))
     tx["notify_url"] = "http://127.0.0.1:9/lost"
-    await redis.set(key, orjson.dumps(tx))
+    await sandbox_redis.set(key, orjson.dumps(tx))
     r = await api.post(f"{PAY}/{order_no}/complete?wait=1")
     assert r.status_code == 200 and r.json()["notify_status"] != 204
 

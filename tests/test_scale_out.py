@@ -28,6 +28,7 @@ from tests.conftest import (
     ServerProcess,
     free_port,
     own_redis_database,
+    redis_env,
     start_worker,
     stop_group,
     wait_http,
@@ -109,7 +110,7 @@ def topology(
         pytest.fail("nginx is missing: the README test command installs Debian's nginx")
     logs = tmp_path_factory.mktemp("scale-out")
     with own_redis_database() as redis_url:
-        own = env | {"HAODIAN_REDIS_URL": redis_url, "HAODIAN_TRUSTED_PROXIES": "127.0.0.1/32"}
+        own = env | redis_env(redis_url) | {"HAODIAN_TRUSTED_PROXIES": "127.0.0.1/32"}
         apis = [
             ServerProcess(["serve", "--workers", "1"], own, logs / f"api{i}.log", cwd=logs)
             for i in (1, 2)

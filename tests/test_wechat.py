@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
+from server.infra.redis import make_client
 from server.settings import Settings
 from server.wechat import crypto
 from server.wechat.client import WeChatClient, token_key
@@ -101,7 +101,7 @@ async def calls(api: httpx.AsyncClient, name: str) -> int:
 @pytest.fixture
 async def wx(server: ServerProcess, settings: Settings, redis_url: str) -> AsyncIterator:
     """Our client in the test process, talking to the server's sandbox over HTTP."""
-    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    redis = make_client(redis_url)
     client = WeChatClient(settings, redis, base_url=server.base_url + SBX)
     yield client
     await client.aclose()
@@ -222,7 +222,7 @@ async def test_token_refresh_is_single_flight(
     api: httpx.AsyncClient, settings: Settings, server: ServerProcess, redis_url: str
 ) -> None:
     """Eight clients (as eight workers would) need a token at once: WeChat is asked once."""
-    redises = [aioredis.Redis.from_url(redis_url, decode_responses=True) for _ in range(8)]
+    redises = [make_client(redis_url) for _ in range(8)]
     clients = [WeChatClient(settings, r, base_url=server.base_url + SBX) for r in redises]
     try:
         await redises[0].delete(token_key(GIFT))
@@ -343,7 +343,7 @@ async def test_workers_of_the_server_share_one_token_refresh(
         )
         tokens.append(r.json()["token"])
         codes.append((await api.post(f"{SBX}/users/{user['openid']}/phone-code")).json()["code"])
-    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    redis = make_client(redis_url)
     try:
         await redis.delete(token_key(MAIN))
     finally:

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import jwt
@@ -26,7 +27,7 @@ from sanic_ext import openapi
 
 from server.infra.errors import Forbidden, Unauthorized, Unavailable
 from server.infra.http import wraps_documented
-from server.infra.redis import Subscription
+from server.infra.redis import Subscription, read_keys, scripts_for
 from server.settings import Settings
 
 Audience = Literal["member", "staff", "operator"]
@@ -40,6 +41,9 @@ class Principal:
     subject: int
     roles: tuple[str, ...] = ()
     claims: dict[str, Any] = field(default_factory=dict)
+
+
+LUA = Path(__file__).parent / "lua"
 
 
 def _revoked_key(audience: str, subject: int | str) -> str:
@@ -157,7 +161,7 @@ async def verify_access(
 ) -> Principal:
     claims = decode_access(settings, token, audience)
     # One round trip: "all tokens of this subject before t" and "this one token" revocations.
-    revoked_before, jti_revoked = await redis.mget(*revocation_keys(audience, claims))
+    revoked_before, jti_revoked = await read_keys(redis, revocation_keys(audience, claims))
     if is_revoked(claims, revoked_before, jti_revoked):
         raise Unauthorized("the token was revoked", code="TOKEN_REVOKED")
     return Principal(
@@ -212,11 +216,10 @@ async def revoke_all(redis: Redis, settings: Settings, audience: Audience, subje
 
 async def _revoke(redis: Redis, key: str, value: str, ttl: int, news: str) -> None:
     """The key (what verify_access reads) and the news (what RevocationWatch hears) in one
-    MULTI, so a revocation is never recorded without being announced."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(key, value, ex=ttl)
-        pipe.publish(revocations_channel(redis), news)
-        await pipe.execute()
+    script, so a revocation is never recorded without being announced."""
+    await scripts_for(redis).run(
+        LUA / "revoke.lua", [key], [value, ttl, revocations_channel(redis), news]
+    )
 
 
 def revocations_channel(redis: Any) -> str:
@@ -247,7 +250,7 @@ class RevocationWatch:
     MAX_TOKENS = 100_000
 
     def __init__(self, scripts: Any, token_ttl_s: float) -> None:
-        self.scripts = scripts  # its `execute` (auto-pipelined) reads the revocation keys
+        self.scripts = scripts  # its `read` (auto-pipelined) reads the revocation keys
         self.token_ttl_s = token_ttl_s  # a subject fact matters this long after its time
         self.subscribed = False
         self.epoch = 0
@@ -287,9 +290,7 @@ class RevocationWatch:
         """One MGET (auto-pipelined) of the token's revocation keys; remembered if live."""
         epoch = self.epoch
         try:
-            revoked_before, jti_revoked = await self.scripts.execute(
-                "MGET", *revocation_keys(audience, claims)
-            )
+            revoked_before, jti_revoked = await self.scripts.read(revocation_keys(audience, claims))
         except RedisError:
             raise Unavailable("cannot check the token right now; try again") from None
         if is_revoked(claims, revoked_before, jti_revoked) or self._revoked(audience, claims):

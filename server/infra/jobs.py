@@ -113,7 +113,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
     kwargs: dict[str, Any] = dict(
         functions=functions,
         cron_jobs=cron_jobs or None,
-        redis_settings=redis_settings(settings.redis_url or ""),
+        redis_settings=redis_settings(settings.queue_redis_url),
         queue_name=QUEUE,
         on_startup=_startup,
         on_shutdown=_shutdown,

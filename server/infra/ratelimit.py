@@ -5,22 +5,24 @@ from __future__ import annotations
 import time
 
 from limits import parse
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from server.infra.errors import RateLimited
+from server.infra.redis import is_cluster_url
 
 
 def _storage_uri(redis_url: str) -> str:
     if redis_url.startswith("unix://"):
         return "async+redis+unix://" + redis_url.removeprefix("unix://")
-    return "async+" + redis_url
+    return "async+" + redis_url  # redis://, rediss://, redis+cluster:// alike
 
 
 class RateLimits:
     def __init__(self, redis_url: str) -> None:
+        storage = RedisClusterStorage if is_cluster_url(redis_url) else RedisStorage
         self._limiter = MovingWindowRateLimiter(
-            RedisStorage(_storage_uri(redis_url), implementation="redispy", key_prefix="rl")
+            storage(_storage_uri(redis_url), implementation="redispy", key_prefix="rl")
         )
 
     async def hit(self, rule: str, *key: str, what: str = "requests") -> None:

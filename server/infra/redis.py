@@ -15,15 +15,19 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -125,8 +129,57 @@ def ensure_redis_url(settings: Settings) -> str:
     return url
 
 
-def make_client(url: str, **kwargs: Any) -> aioredis.Redis:
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEMES)
+
+
+def _cluster_client(url: str, **kwargs: Any) -> RedisCluster:
+    """`redis+cluster://[user:password@]host:port,host:port` (rediss+cluster for TLS): the
+    listed nodes are only where the client starts; it learns the rest from the cluster.
+    There is no logical database on a cluster, so a /db suffix is refused."""
+    scheme, _, rest = url.partition("://")
+    userinfo, _, hosts = rest.rpartition("@")
+    if "/" in hosts.rstrip("/") or "?" in hosts:
+        raise ValueError("a Redis Cluster URL names nodes only (no /database, no options)")
+    user, _, password = userinfo.partition(":")
+    nodes = []
+    for item in filter(None, hosts.rstrip("/").split(",")):
+        host, _, port = item.rpartition(":")
+        nodes.append(ClusterNode(host or item, int(port) if host else 6379))
+    if not nodes:
+        raise ValueError("a Redis Cluster URL needs at least one host:port")
+    return RedisCluster(
+        startup_nodes=nodes,
+        username=unquote(user) or None,
+        password=unquote(password) or None,
+        ssl=scheme.startswith("rediss"),
+        decode_responses=True,
+        **kwargs,
+    )
+
+
+def make_client(url: str, **kwargs: Any) -> Any:
+    """The one way to a Redis client: a plain one, or a cluster one for redis+cluster://.
+    Both take the same commands; what differs (per-node pipelines, subscriptions, reads of
+    keys in several slots) is handled here, in `Scripts`, `Subscription` and `read_keys`."""
+    if is_cluster_url(url):
+        return _cluster_client(url, **kwargs)
     return aioredis.Redis.from_url(url, decode_responses=True, **kwargs)
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+async def read_keys(client: Any, keys: list[str] | tuple[str, ...]) -> list[Any]:
+    """GET of several keys in one round trip where they may live in different slots: MGET on
+    one node, one MGET per slot on a cluster (each key's value is still read atomically)."""
+    if is_cluster(client):
+        return await client.mget_nonatomic(list(keys))
+    return await client.mget(*keys)
 
 
 @functools.lru_cache(maxsize=256)
@@ -146,15 +199,22 @@ class Scripts:
     one connection per process with every call of an event-loop tick written in one
     batch (auto-pipelining) and replies parsed by hiredis straight into futures. It
     skips redis-py's per-command pool checkout, encoder and parser layers, which cost
-    more than Redis itself. On a Redis Cluster client it falls back to `run`.
+    more than Redis itself. On a Redis Cluster there is one such connection per master,
+    chosen by the slot of the script's first key from redis-py's slot map; a MOVED or ASK
+    answer (a slot migrating) is run again through redis-py, which follows it and updates
+    the map, so the next call goes to the new owner.
     """
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self._cluster = is_cluster(client)
         self._cache: dict[Path, AsyncScript] = {}
         self._by_arg: dict[Path | str, AsyncScript] = {}
         self._pipe: _AutoPipeline | None = None
-        self._heads: dict[int, tuple[list[str], str, bytes, int, tuple[Any, ...]]] = {}
+        self._pipes: dict[str, _AutoPipeline] = {}  # cluster: master's name -> its pipeline
+        self._redirects: set[asyncio.Task[None]] = set()
+        # id(keys) -> (keys, sha, packed head, argument count, fixed, slot or -1)
+        self._heads: dict[int, tuple[list[str], str, bytes, int, tuple[Any, ...], int]] = {}
 
     def get(self, path: Path | str) -> AsyncScript:
         script = self._by_arg.get(path)  # hot path: no filesystem call per request
@@ -176,8 +236,8 @@ class Scripts:
 
     @property
     def pipelined(self) -> bool:
-        """True when `fast` and `execute` use the auto-pipelined connection."""
-        return _pipeline_kwargs(self.client) is not None
+        """True when `fast` uses auto-pipelined connections (one node, or one per master)."""
+        return self._cluster or _pipeline_kwargs(self.client) is not None
 
     def fast(
         self,
@@ -194,19 +254,20 @@ class Scripts:
         one tuple while they stay the same, and only `args` are packed per call. Once
         connected this returns the reply's future itself: no coroutine to create and resume
         per call on the hot path."""
-        pipe = self._pipeline()
-        if pipe is None:
-            return self._run_encoded(path, keys, [*fixed, *args])
         script = self.get(path)
         head = self._heads.get(id(keys))
         if head is None or head[0] is not keys or head[1] != script.sha or head[4] is not fixed:
             if len(self._heads) > 1000:
                 self._heads.clear()
             packed = _pack_items(("EVALSHA", script.sha, len(keys), *keys, *fixed))
-            head = (keys, script.sha, packed, 3 + len(keys) + len(fixed), fixed)
+            slot = key_slot(keys[0].encode()) if self._cluster and keys else -1
+            head = (keys, script.sha, packed, 3 + len(keys) + len(fixed), fixed, slot)
             self._heads[id(keys)] = head
+        pipe = self._pipeline() if head[5] < 0 else self._node_pipeline(head[5])
+        if pipe is None:
+            return self._run_encoded(path, keys, [*fixed, *args])
         command = b"*%d\r\n" % (head[3] + len(args)) + head[2] + _pack_items(args)
-        retry = (script.script, keys, fixed, args)
+        retry = (script, keys, fixed, args)
         reply = pipe.send(command, retry) if pipe.protocol is None else pipe.submit(command, retry)
         if isinstance(reply, asyncio.Future):
             reply.add_done_callback(script_timer(_script_name(path)))
@@ -222,6 +283,13 @@ class Scripts:
             return _encode_reply(await self.client.execute_command(*command))
         return await pipe.call(*command)
 
+    async def read(self, keys: list[str] | tuple[str, ...]) -> list[Any]:
+        """`read_keys` through the auto-pipeline where there is one; values as bytes."""
+        pipe = self._pipeline()
+        if pipe is None:
+            return _encode_reply(await read_keys(self.client, keys))
+        return await pipe.call("MGET", *keys)
+
     def _pipeline(self) -> _AutoPipeline | None:
         if self._pipe is None:
             kwargs = _pipeline_kwargs(self.client)
@@ -230,10 +298,55 @@ class Scripts:
             self._pipe = _AutoPipeline(kwargs)
         return self._pipe
 
+    def _node_pipeline(self, slot: int) -> _AutoPipeline | None:
+        """The pipeline to the master of `slot`; None until redis-py has the slot map (its
+        first command through `run` loads it) or for a TLS cluster (served by `run`)."""
+        nodes = self.client.nodes_manager.slots_cache.get(slot)
+        if not nodes:
+            return None
+        node = nodes[0]
+        pipe = self._pipes.get(node.name)
+        if pipe is None:
+            kwargs = dict(node.connection_kwargs)
+            if kwargs.get("connection_class", aioredis.Connection) is not aioredis.Connection:
+                return None
+            pipe = self._pipes[node.name] = _AutoPipeline(kwargs, self._redirected)
+        return pipe
+
+    def _redirected(self, fut: asyncio.Future[Any], retry: Any) -> None:
+        script, keys, fixed, args = retry
+
+        async def again() -> None:
+            try:
+                value = _encode_reply(await script(keys=keys, args=[*fixed, *args]))
+            except Exception as exc:  # the caller's future carries it, as any reply would
+                if not fut.done():
+                    fut.set_exception(exc)
+            else:
+                if not fut.done():
+                    fut.set_result(value)
+
+        task = asyncio.ensure_future(again())
+        self._redirects.add(task)
+        task.add_done_callback(self._redirects.discard)
+
     async def aclose(self) -> None:
-        if self._pipe is not None:
-            self._pipe.close()
-            self._pipe = None
+        for pipe in [self._pipe, *self._pipes.values()]:
+            if pipe is not None:
+                pipe.close()
+        self._pipe = None
+        self._pipes.clear()
+
+
+_by_client: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
+
+
+def scripts_for(client: Any) -> Scripts:
+    """The script runner of this client, made once (code handed a bare client uses it)."""
+    scripts = _by_client.get(client)
+    if scripts is None:
+        scripts = _by_client[client] = Scripts(client)
+    return scripts
 
 
 _shared: dict[int, Scripts] = {}
@@ -317,6 +430,9 @@ def _auth(kw: dict[str, Any]) -> list[bytes]:
     return [_pack(("AUTH", kw["password"]))]
 
 
+_MOVING = ("MOVED ", "ASK ")  # a cluster's answer for a slot served elsewhere
+
+
 class _RespProtocol(asyncio.Protocol):
     def __init__(self, owner: _AutoPipeline) -> None:
         self.owner = owner
@@ -346,8 +462,13 @@ class _RespProtocol(asyncio.Protocol):
                 if retry is not None and msg.startswith("NOSCRIPT"):
                     # Redis lost its script cache (a restart): EVAL runs the script and
                     # caches it again; the caller's future gets that answer.
-                    text, keys, fixed, args = retry
-                    self.owner.queue(fut, _pack(("EVAL", text, len(keys), *keys, *fixed, *args)))
+                    script, keys, fixed, args = retry
+                    self.owner.queue(
+                        fut, _pack(("EVAL", script.script, len(keys), *keys, *fixed, *args))
+                    )
+                    continue
+                if retry is not None and self.owner.on_redirect and msg.startswith(_MOVING):
+                    self.owner.on_redirect(fut, retry)
                     continue
                 exc_type = NoScriptError if msg.startswith("NOSCRIPT") else ResponseError
                 fut.set_exception(exc_type(msg))
@@ -361,8 +482,9 @@ class _RespProtocol(asyncio.Protocol):
 class _AutoPipeline:
     """One connection; commands issued in the same loop tick go out in one write."""
 
-    def __init__(self, kwargs: dict[str, Any]) -> None:
+    def __init__(self, kwargs: dict[str, Any], on_redirect: Any = None) -> None:
         self.kwargs = kwargs
+        self.on_redirect = on_redirect  # (future, retry) of a script sent to the wrong node
         # One (reply future, EVAL fallback or None) per command written, in order.
         self.waiters: deque[tuple[asyncio.Future[Any], Any]] = deque()
         self.buffer: list[bytes] = []
@@ -456,8 +578,9 @@ class Subscription:
     subscription, `on_state(False)` the moment the connection is lost or stops answering
     pings, since messages may go missing from then on. redis-py's PubSub re-subscribes
     behind the caller's back after a drop, which is exactly what a cache kept current by
-    messages must not miss. Reconnects with back-off until `close()`. A client that is not
-    a plain one (Redis Cluster) never subscribes: the owner stays in its fallback."""
+    messages must not miss. Reconnects with back-off until `close()`. On a Redis Cluster it
+    subscribes on one master, a random one each time it connects: a cluster carries every
+    PUBLISH to all its nodes."""
 
     PING_S = 5.0
 
@@ -468,7 +591,7 @@ class Subscription:
         on_message: Any,
         on_state: Any,
     ) -> None:
-        self.kwargs = _pipeline_kwargs(client)
+        self.client = client
         self.channel = channel
         self.on_message = on_message
         self.on_state = on_state
@@ -476,7 +599,7 @@ class Subscription:
         self.transport: asyncio.Transport | None = None
 
     def start(self) -> None:
-        if self.kwargs is not None and self.task is None:
+        if (is_cluster(self.client) or _pipeline_kwargs(self.client)) and self.task is None:
             self.task = asyncio.ensure_future(self._run())
 
     async def close(self) -> None:
@@ -506,9 +629,15 @@ class Subscription:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    async def _node(self) -> dict[str, Any]:
+        if not is_cluster(self.client):
+            return _pipeline_kwargs(self.client) or {}
+        await self.client.initialize()  # the node list, if this client has not loaded it yet
+        return dict(self.client.get_random_node().connection_kwargs)
+
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
-        kw = self.kwargs or {}
+        kw = await self._node()
         confirmed: asyncio.Future[None] = loop.create_future()
         lost: asyncio.Future[None] = loop.create_future()
         seen = [loop.time()]

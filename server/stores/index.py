@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,7 +30,7 @@ import orjson
 from redis.asyncio import Redis
 
 from server.infra.clock import utcnow
-from server.infra.redis import Scripts
+from server.infra.redis import scripts_for
 from server.stores import areas
 from server.stores.hours import week_minutes
 from server.stores.models import Store
@@ -45,16 +44,6 @@ VERSIONS_KEY = f"{TAG}:versions"
 BUILT_KEY = f"{TAG}:built:v2"  # v2: cards carry delivery areas; an older index is rebuilt
 LOCK_KEY = f"{TAG}:rebuilding"
 LUA = Path(__file__).parent / "lua"
-
-_scripts: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
-
-
-def scripts_for(redis: Redis) -> Scripts:
-    s = _scripts.get(redis)
-    if s is None:
-        s = _scripts[redis] = Scripts(redis)
-    return s
-
 
 SERVICES = ("takeout", "pickup", "write_off")
 
@@ -165,15 +154,9 @@ async def rebuild(
             await pipe.execute()
             if progress:
                 progress(len(rows))
-        present = [bool(await redis.exists(temp)) for temp in tmp.values()]
-        pipe = redis.pipeline(transaction=True)  # one MULTI: readers see old or new, not half
-        for (live, temp), there in zip(tmp.items(), present, strict=True):
-            if there:
-                pipe.rename(temp, live)
-            else:
-                pipe.delete(live)
-        pipe.set(BUILT_KEY, started.isoformat())
-        await pipe.execute()
+        await scripts_for(redis).run(
+            LUA / "swap.lua", [*tmp, *tmp.values(), BUILT_KEY], [started.isoformat()]
+        )
     finally:
         await redis.delete(*tmp.values())
     # Rows written while the build ran may have been read before they changed.

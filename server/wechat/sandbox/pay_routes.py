@@ -71,7 +71,7 @@ def _cfg(request: Request) -> PayConfig:
 
 
 def _redis(request: Request) -> aioredis.Redis:
-    return request.app.ctx.redis
+    return request.app.ctx.sandbox_redis
 
 
 # -- gateway plumbing -----------------------------------------------------------------------------

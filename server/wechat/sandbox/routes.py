@@ -58,7 +58,7 @@ _PHONE_RE = re.compile(r"^1[3-9]\d{9}$")
 
 
 def _redis(request: Request) -> Redis:
-    return request.app.ctx.redis
+    return request.app.ctx.sandbox_redis
 
 
 def _settings(request: Request) -> Settings:

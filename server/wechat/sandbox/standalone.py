@@ -20,7 +20,7 @@ def sandbox_app() -> Sanic:
     @app.before_server_start
     async def _start(app: Sanic) -> None:
         ensure_redis_url(settings)
-        app.ctx.redis = make_client(settings.redis_url or "")
+        app.ctx.redis = app.ctx.sandbox_redis = make_client(settings.queue_redis_url)
 
     for bp in blueprints():
         app.blueprint(bp)
