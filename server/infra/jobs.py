@@ -33,6 +33,7 @@ JOB_MODULES: list[str] = [
     "server.groupbuy.jobs",
     "server.giftcards.jobs",
     "server.membership.jobs",
+    "server.infra.partitions",
 ]
 QUEUE = "haodian:jobs"
 

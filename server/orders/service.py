@@ -239,4 +239,8 @@ async def order_lines(order: Order) -> list[OrderLine]:
 
 
 async def order_events(order: Order) -> list[OrderEvent]:
-    return await OrderEvent.filter(order_id=order.id).order_by("id")
+    # Events never precede their order; the bound (a day of clock skew spared) keeps the read
+    # to the order's month partitions.
+    return await OrderEvent.filter(
+        order_id=order.id, created_at__gte=order.created_at - timedelta(days=1)
+    ).order_by("id")
