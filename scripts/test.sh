@@ -19,6 +19,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)  # scale-out test
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)  # the mini-program stub's tests
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} with apt"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -68,7 +70,11 @@ say "installing Python dependencies"
   | grep -v "^WARNING: Location" || true
 .venv/bin/python -c 'import server, pytest' # fail here, clearly, if the install did not work
 
-# 5. Lint, then the suite.
+# 5. The mini-program stub's node packages, from its committed lock file.
+say "installing the mini-program stub's node packages (npm ci)"
+(cd miniapp_stub && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+
+# 6. Lint, then the suite.
 say "ruff"
 .venv/bin/ruff check server tests
 export HAODIAN_TEST_PG="${HAODIAN_TEST_PG:-postgres://haodian:haodian@127.0.0.1:5432}"
@@ -80,7 +86,7 @@ if [ $# -gt 0 ]; then
 fi
 .venv/bin/python -m pytest
 
-# 6. The scenario tests again with the whole app on a three-master Redis Cluster that the
+# 7. The scenario tests again with the whole app on a three-master Redis Cluster that the
 #    suite starts on loopback (the job queue on a single-node database, as deployed).
 say "pytest on a three-master Redis Cluster (scenario tests)"
 HAODIAN_TEST_REDIS_CLUSTER=1 exec .venv/bin/python -m pytest -p no:cacheprovider \

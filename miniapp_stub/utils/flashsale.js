@@ -1,0 +1,34 @@
+// Flash sales: the live ones, and the grab. The grab answers 202 at once with the order's
+// number (Redis decided); the order itself appears a moment later, then it is paid as any.
+'use strict'
+
+async function live(api) {
+  const items = (await api.get('/flash-sales')).items
+  return items.filter((s) => s.status === 'live')
+}
+
+async function sale(api, saleId) {
+  return api.get(`/flash-sales/${saleId}`)
+}
+
+async function grab(api, saleId, { quantity = 1, key } = {}) {
+  return api.post(`/flash-sales/${saleId}/orders`, { quantity }, { key })
+}
+
+// Wait until the grabbed order exists (the worker writes it from the sale's stream).
+async function orderOf(api, orderNo, { tries = 100, waitMs = 100, sleep = defaultSleep } = {}) {
+  for (let i = 0; ; i++) {
+    try {
+      return await api.get(`/orders/${orderNo}`)
+    } catch (err) {
+      if (err.status !== 404 || i >= tries) throw err
+      await sleep(waitMs)
+    }
+  }
+}
+
+function defaultSleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+module.exports = { live, sale, grab, orderOf }

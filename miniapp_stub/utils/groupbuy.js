@@ -1,0 +1,54 @@
+// Group-buy: open a group on an activity (the leader pays first), share it, others join from
+// the share's scene; the group forms when every seat is paid.
+'use strict'
+
+const share = require('./share.js')
+
+async function activities(api) {
+  return (await api.get('/group-buys')).items
+}
+
+async function activity(api, activityId) {
+  return api.get(`/group-buys/${activityId}`)
+}
+
+async function open(api, activityId, { key } = {}) {
+  return api.post(`/group-buys/${activityId}/groups`, undefined, { key })
+}
+
+async function join(api, groupNo, { scene, key } = {}) {
+  return api.post(`/groups/${groupNo}/join`, scene ? { scene } : {}, { key })
+}
+
+async function group(api, groupNo) {
+  return api.get(`/groups/${groupNo}`)
+}
+
+// After the leader pays, the group opens to friends a moment later (the payment's
+// notification moves it): the leader's page waits for that before it offers the share.
+async function opened(api, groupNo, { tries = 100, waitMs = 100 } = {}) {
+  for (let i = 0; ; i++) {
+    const g = await group(api, groupNo)
+    if (g.status !== 'forming' || i >= tries) return g
+    await new Promise((resolve) => setTimeout(resolve, waitMs))
+  }
+}
+
+async function shareGroup(api, groupNo) {
+  return share.make(api, 'group', groupNo)
+}
+
+// The landing: `g` when opened inside the mini-program, `scene` from a share.
+async function landing(api, query) {
+  const scene = share.sceneOf(query)
+  let groupNo = query && query.g
+  if (!groupNo && scene) {
+    const s = await share.resolve(api, scene)
+    if (s.kind !== 'group') throw new Error(`this share opens a ${s.kind}, not a group`)
+    groupNo = s.target
+  }
+  if (!groupNo) throw new Error('no group to show')
+  return { scene, group: await group(api, groupNo) }
+}
+
+module.exports = { activities, activity, open, join, group, opened, shareGroup, landing }
