@@ -634,3 +634,40 @@ def test_readme_documents_every_setting() -> None:
         if f"`HAODIAN_{name.upper()}`" not in readme
     ]
     assert missing == [], f"add these to the README's configuration table: {missing}"
+
+
+def test_an_installed_package_migrates_a_fresh_database(tmp_path: Path) -> None:
+    """`pip install .` (not editable) carries the top-level migrations/ as the package
+    server.migrations: `haodian migrate` from that install, away from the checkout, builds
+    the whole schema of an empty database."""
+    from tests.conftest import own_database
+
+    target = tmp_path / "site"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(ROOT)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    shipped = sorted(p.name for p in (target / "server" / "migrations").iterdir() if p.is_dir())
+    assert [s for s in shipped if s != "__pycache__"] == sorted(db.DOMAIN_APPS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAODIAN_")}
+    env["PYTHONPATH"] = str(target)  # ahead of the checkout's editable install
+    with own_database() as pg:
+        env |= {"HAODIAN_DATABASE_URL": pg, "HAODIAN_SECRET_KEY": "x" * 32}
+        where = subprocess.run(
+            [sys.executable, "-c", "import server.migrations as m; print(m.__file__)"],
+            env=env, capture_output=True, text=True, cwd=tmp_path,
+        )  # fmt: skip
+        assert where.stdout.strip() == str(target / "server" / "migrations" / "__init__.py")
+        done = subprocess.run(
+            [sys.executable, "-m", "server", "migrate"],
+            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "applied orders.0003_order_event_by_month" in done.stdout + done.stderr
+        again = subprocess.run(
+            [sys.executable, "-m", "server", "migrate"],
+            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+        assert "applied" not in again.stdout + again.stderr

@@ -1,9 +1,9 @@
 """Tortoise ORM set-up, migrations and the drift check.
 
-Each domain is its own Tortoise app with its own `migrations/` package next to
-its models, so two domains can grow their schemas without renumbering each
-other's migration files. Migrations ship inside the package, so `haodian
-migrate` works from an installed wheel as well as from a checkout.
+Each domain is its own Tortoise app with its own folder under the top-level `migrations/`
+(installed as `server.migrations.<domain>`), so two domains can grow their schemas without
+renumbering each other's migration files, and `haodian migrate` works from an installed
+wheel as well as from a checkout.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _apps_config() -> dict[str, dict[str, Any]]:
             continue
         apps[label] = {
             "models": [f"server.{label}.models"],
-            "migrations": f"server.{label}.migrations",
+            "migrations": f"server.migrations.{label}",
             "default_connection": "default",
         }
     return apps
