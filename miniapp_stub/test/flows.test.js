@@ -75,6 +75,11 @@ test('find a store near me, order for pickup and pay with WeChat Pay', async () 
   assert.equal(wx.seen.payments.length, 1)
   const done = await paid(api, order.order_no)
   assert.equal(done.paid_fen, order.payable_fen)
+  // The order and the payment (money and stock) carried a key; the sign-in did not need one.
+  for (const r of wx.seen.requests.filter((x) => x.method === 'POST')) {
+    const keyed = Boolean(r.header['idempotency-key'])
+    assert.equal(keyed, !r.url.includes('/auth/'), r.url)
+  }
   assert.ok(done.pickup_code)
   assert.ok((await pickup.myOrders(api)).some((o) => o.order_no === order.order_no))
 })
