@@ -4,6 +4,7 @@ months ahead; and the order page still reads its events."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,9 +49,11 @@ async def test_the_monthly_tables_are_partitioned_with_months_ahead(database: Se
     for table in partitions.MONTHLY:
         assert await partitions.is_partitioned(connections.get("default"), table)
         names = await _partitions(table)
-        assert [n for n in names if "_before_" in n], names  # the rows from before
+        (before,) = [n for n in names if "_before_" in n]  # the rows from before
+        assert f"{table}_default" in names  # a row no month covers yet still has a place
+        covered = before.rsplit("_", 1)[1]
         for month in _months_from(now, partitions.AHEAD + 1):
-            assert f"{table}_{month}" in names
+            assert month < covered or f"{table}_{month}" in names, (month, names)
     # The ledger keeps its unique (account, reason, reference): not partitioned.
     assert not await partitions.is_partitioned(connections.get("default"), "ledger_entry")
     # The worker keeps the months ahead ready every day.
@@ -75,8 +78,11 @@ async def test_an_orders_events_land_in_their_month_and_show_on_its_page(
         "ON o.id = e.order_id WHERE o.order_no = $1",
         order_no,
     )
-    month = _months_from(datetime.now(UTC), 1)[0]
-    assert {w["part"] for w in where} == {f"order_event_{month}"}
+    month, following = _months_from(datetime.now(UTC), 2)
+    parts = await _partitions("order_event")
+    # Converted this month (the suite's database), the month is still the old table's.
+    here = f"order_event_before_{following}"
+    assert {w["part"] for w in where} == {here if here in parts else f"order_event_{month}"}
 
 
 async def test_converting_a_table_keeps_its_rows_keys_indexes_and_foreign_keys(
@@ -92,6 +98,7 @@ async def test_converting_a_table_keeps_its_rows_keys_indexes_and_foreign_keys(
     await db.execute_script(f'CREATE INDEX "{table}_by_member" ON "{table}" (member_id)')
     now = datetime(2026, 12, 4, 3, 0, tzinfo=UTC)
     old = [datetime(2026, month, day, tzinfo=UTC) for month in (8, 9, 10, 11) for day in (1, 15)]
+    old += [datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 3, tzinfo=UTC)]  # this month
     for moment in old:
         await db.execute_query(
             f'INSERT INTO "{table}" (created_at, member_id, note) VALUES ($1, $2, $3)',
@@ -101,22 +108,31 @@ async def test_converting_a_table_keeps_its_rows_keys_indexes_and_foreign_keys(
         await partitions.partition_by_month(conn, table, now)
         await partitions.partition_by_month(conn, table, now)  # a second run changes nothing
 
+    # The live month stays with the old rows (nothing is rewritten); months follow.
     assert await _partitions(table) == [
-        f"{table}_202612", f"{table}_202701", f"{table}_202702", f"{table}_202703",
-        f"{table}_before_202612",
+        f"{table}_202701", f"{table}_202702", f"{table}_202703",
+        f"{table}_before_202701", f"{table}_default",
     ]  # fmt: skip
     count = await _rows(
         f'SELECT tableoid::regclass::text AS part, count(*) AS n FROM "{table}" GROUP BY 1'
     )
-    assert count == [{"part": f"{table}_before_202612", "n": len(old)}]
-    # The sequence carries on, a new row lands in its month, the parent keeps the index name.
-    new = await _rows(
-        f'INSERT INTO "{table}" (created_at, member_id) VALUES ($1, $2) '
-        "RETURNING id, tableoid::regclass::text AS part",
-        now,
-        member,
-    )
-    assert new[0]["id"] == len(old) + 1 and new[0]["part"] == f"{table}_202612"
+    assert count == [{"part": f"{table}_before_202701", "n": len(old)}]
+
+    async def insert(moment: datetime) -> dict[str, Any]:
+        rows = await _rows(
+            f'INSERT INTO "{table}" (created_at, member_id) VALUES ($1, $2) '
+            "RETURNING id, tableoid::regclass::text AS part",
+            moment,
+            member,
+        )
+        return rows[0]
+
+    # The sequence carries on; each row lands where its month is; one beyond every month
+    # still goes in (the default partition) rather than failing the write.
+    new = await insert(now)
+    assert new["id"] == len(old) + 1 and new["part"] == f"{table}_before_202701"
+    assert (await insert(datetime(2027, 1, 15, tzinfo=UTC)))["part"] == f"{table}_202701"
+    assert (await insert(datetime(2028, 6, 1, tzinfo=UTC)))["part"] == f"{table}_default"
     indexes = await _rows("SELECT indexname FROM pg_indexes WHERE tablename = $1", table)
     assert {i["indexname"] for i in indexes} == {f"{table}_pkey", f"{table}_by_member"}
     try:
@@ -131,3 +147,13 @@ async def test_converting_a_table_keeps_its_rows_keys_indexes_and_foreign_keys(
     made = await partitions.ensure_months(db, table, now + timedelta(days=95))
     assert made == [f"{table}_202704", f"{table}_202705", f"{table}_202706"]
     await db.execute_script(f'DROP TABLE "{table}"')
+
+
+async def test_two_daily_jobs_at_once_make_a_missing_month_once(database: Settings) -> None:
+    """Two workers starting together (or a migrate beside a worker) run the job at the same
+    time: the advisory lock lets one make the month, the other finds it made."""
+    last = _months_from(datetime.now(UTC), partitions.AHEAD + 1)[-1]
+    await connections.get("default").execute_script(f'DROP TABLE "share_open_{last}"')
+    made = await asyncio.gather(partitions.ensure_all_months(), partitions.ensure_all_months())
+    assert sorted(made[0] + made[1]) == [f"share_open_{last}"]
+    assert f"share_open_{last}" in await _partitions("share_open")

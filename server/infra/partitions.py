@@ -10,8 +10,11 @@ unique (account, reason, reference) is what makes a retried money move apply onc
 
 Months follow the business's clock (Asia/Shanghai), as reports and archiving do. The rows
 from before the conversion stay in one partition, `<table>_before_<yyyymm>`, attached for
-everything earlier than the first month: the conversion rewrites no row and holds its lock
-for the time a primary-key rebuild takes.
+everything earlier than the month after the conversion's (a live table has rows of the
+current month: they stay where they are): the conversion rewrites no row and holds its lock
+for the time a primary-key rebuild takes. A DEFAULT partition takes a row no month covers
+yet (a worker down for months), so writes never fail for want of a partition; the job then
+cannot create that month until an operator moves those rows (it fails, and says so).
 """
 
 from __future__ import annotations
@@ -56,12 +59,12 @@ async def is_partitioned(client: Any, table: str) -> bool:
 
 async def partition_by_month(client: Any, table: str, now: datetime | None = None) -> None:
     """Turn `table` (id bigint key, created_at timestamptz) into a table partitioned by month:
-    the old table becomes the partition of everything before this month, the parent keeps the
+    the old table becomes the partition of everything before next month, the parent keeps the
     name, its columns, defaults, indexes (under their old names), foreign keys and sequence.
     Run inside one transaction (a migration's); does nothing on a table already partitioned."""
     if await is_partitioned(client, table):
         return
-    first = month_of(now or utcnow())
+    first = next_month(month_of(now or utcnow()))
     before = f"{table}_before_{first:%Y%m}"
     indexes = await _rows(
         client,
@@ -98,6 +101,7 @@ async def partition_by_month(client: Any, table: str, now: datetime | None = Non
         f"CHECK (created_at < {_bound(first)})",
         f'ALTER TABLE "{table}" ATTACH PARTITION "{before}" '
         f"FOR VALUES FROM (MINVALUE) TO ({_bound(first)})",
+        f'CREATE TABLE "{table}_default" PARTITION OF "{table}" DEFAULT',
     ]
     if sequences and sequences[0]["name"]:
         script.append(f'ALTER SEQUENCE {sequences[0]["name"]} OWNED BY "{table}".id')
@@ -123,11 +127,33 @@ async def partition_by_month(client: Any, table: str, now: datetime | None = Non
     log.info("table partitioned by month", extra={"table": table, "first": str(first)})
 
 
+async def _covered_until(client: Any, table: str) -> date | None:
+    """The month the rows from before the conversion end at (the `_before_` partition's name)."""
+    rows = await _rows(
+        client,
+        "SELECT c.relname AS name FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid "
+        "WHERE h.inhparent = to_regclass($1) AND c.relname LIKE $2",
+        [table, f"{table}_before_%"],
+    )
+    if not rows:
+        return None
+    stamp = rows[0]["name"].rsplit("_", 1)[1]
+    return date(int(stamp[:4]), int(stamp[4:]), 1)
+
+
 async def ensure_months(client: Any, table: str, now: datetime | None = None) -> list[str]:
-    """The partitions of this month and AHEAD more, where missing; the names created."""
+    """The partitions of this month and AHEAD more, where missing (and not covered by the
+    rows from before the conversion); the names created. Run in a transaction holding
+    `LOCK_KEY` (`ensure_all_months`) or the conversion's."""
     month = month_of(now or utcnow())
+    end = month
+    for _ in range(AHEAD):
+        end = next_month(end)
+    covered = await _covered_until(client, table)
+    if covered is not None and covered > month:
+        month = covered
     made: list[str] = []
-    for _ in range(AHEAD + 1):
+    while month <= end:
         name = f"{table}_{month:%Y%m}"
         exists = await _rows(client, "SELECT to_regclass($1) IS NOT NULL AS e", [name])
         if not exists[0]["e"]:
@@ -140,17 +166,27 @@ async def ensure_months(client: Any, table: str, now: datetime | None = None) ->
     return made
 
 
-async def ensure_all_months(ctx: dict[str, Any] | None = None) -> list[str]:
-    """The daily job: every monthly table has its next months (PostgreSQL only)."""
-    from tortoise import connections
+LOCK_KEY = 7_104_202_612  # pg_advisory_xact_lock: one maker of partitions at a time
+LOCK_TIMEOUT = "5s"  # CREATE ... PARTITION OF locks the parent: never queue writes for long
 
-    client = connections.get("default")
-    if client.capabilities.dialect != "postgres":
+
+async def ensure_all_months(ctx: dict[str, Any] | None = None) -> list[str]:
+    """The daily job: every monthly table has its next months (PostgreSQL only). One job at a
+    time (an advisory lock: two workers starting together, or a migrate beside a worker);
+    a parent busy past LOCK_TIMEOUT fails this run, and tomorrow's, with months to spare,
+    tries again."""
+    from tortoise import connections
+    from tortoise.transactions import in_transaction
+
+    if connections.get("default").capabilities.dialect != "postgres":
         return []
     made: list[str] = []
-    for table in MONTHLY:
-        if await is_partitioned(client, table):
-            made += await ensure_months(client, table)
+    async with in_transaction() as conn:
+        await conn.execute_script(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        await conn.execute_query("SELECT pg_advisory_xact_lock($1)", [LOCK_KEY])
+        for table in MONTHLY:
+            if await is_partitioned(conn, table):
+                made += await ensure_months(conn, table)
     if made:
         log.info("month partitions created", extra={"partitions": made})
     return made
