@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from server.infra.metrics import use_directory as use_metrics_directory
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -82,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("HAODIAN_PUBLIC_URL", f"http://{url_host}:{args.port}")
     settings = Settings()
     settings.secret  # noqa: B018  (fail early, and make the demo secret once, before workers)
+    settings.queue_redis_url  # noqa: B018  (a cluster URL needs the queue's own Redis)
     use_metrics_directory(settings.data_dir)  # before workers start, before prometheus_client
     try:
         # From here the embedded Redis may run: it stops with us however we stop, a stop
@@ -320,7 +321,12 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _stop_signal_unwinds)
     _load_extensions()
     args = build_parser().parse_args(argv)
-    sys.exit(COMMANDS[args.command](args))
+    try:
+        code = COMMANDS[args.command](args)
+    except SettingsError as exc:
+        print(f"haodian: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
 
 
 def _load_extensions() -> None:

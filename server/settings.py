@@ -18,6 +18,10 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class SettingsError(RuntimeError):
+    """A setting that stops the process from starting (the CLI prints it, no traceback)."""
+
+
 class WeChatApp(BaseModel):
     """One mini-program (or official account) under the brand's Open Platform account."""
 
@@ -165,11 +169,13 @@ class Settings(BaseSettings):
         """The job queue's Redis. arq runs MULTI/WATCH over keys of different slots, which a
         cluster refuses, so the queue stays on one node (its load is small: a job per
         campaign, a cron tick a minute) while everything else may scale out."""
-        from server.infra.redis import is_cluster_url
+        from server.infra.redis import cluster_nodes, is_cluster_url
 
+        if is_cluster_url(self.redis_url or ""):
+            cluster_nodes(self.redis_url or "")  # a malformed one stops us here, clearly
         url = self.jobs_redis_url or self.redis_url or ""
         if is_cluster_url(url):
-            raise RuntimeError(
+            raise SettingsError(
                 "HAODIAN_REDIS_URL is a Redis Cluster: set HAODIAN_JOBS_REDIS_URL to a "
                 "single-node Redis for the job queue"
             )
@@ -191,7 +197,7 @@ class Settings(BaseSettings):
         if self.secret_key:
             return self.secret_key.encode()
         if not self.is_demo:
-            raise RuntimeError("HAODIAN_SECRET_KEY is required outside demo mode")
+            raise SettingsError("HAODIAN_SECRET_KEY is required outside demo mode")
         path = self.data_dir / "secret_key"
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -142,6 +142,7 @@ def run_worker() -> None:
     from server.infra.redis import ensure_redis_url
 
     settings = Settings()
+    settings.queue_redis_url  # noqa: B018  (a cluster URL needs the queue's own Redis)
     use_directory(settings.data_dir)
     setup_logging(settings.log_level)
     ensure_redis_url(settings)

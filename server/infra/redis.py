@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from server.infra.metrics import metrics, script_timer
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 
 _embedded: Any = None
 
@@ -136,29 +136,44 @@ def is_cluster_url(url: str) -> bool:
     return url.startswith(CLUSTER_SCHEMES)
 
 
-def _cluster_client(url: str, **kwargs: Any) -> RedisCluster:
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
     """`redis+cluster://[user:password@]host:port,host:port` (rediss+cluster for TLS): the
-    listed nodes are only where the client starts; it learns the rest from the cluster.
-    There is no logical database on a cluster, so a /db suffix is refused."""
-    scheme, _, rest = url.partition("://")
+    nodes, user and password. The listed nodes are only where the client starts; it learns
+    the rest from the cluster. There is no logical database on a cluster, so a /db suffix is
+    refused."""
+    _, _, rest = url.partition("://")
     userinfo, _, hosts = rest.rpartition("@")
     if "/" in hosts.rstrip("/") or "?" in hosts:
-        raise ValueError("a Redis Cluster URL names nodes only (no /database, no options)")
+        raise SettingsError("a Redis Cluster URL names nodes only (no /database, no options)")
     user, _, password = userinfo.partition(":")
-    nodes = []
-    for item in filter(None, hosts.rstrip("/").split(",")):
-        host, _, port = item.rpartition(":")
-        nodes.append(ClusterNode(host or item, int(port) if host else 6379))
+    nodes = [_host_port(item) for item in filter(None, hosts.rstrip("/").split(","))]
     if not nodes:
-        raise ValueError("a Redis Cluster URL needs at least one host:port")
+        raise SettingsError("a Redis Cluster URL needs at least one host:port")
+    return nodes, unquote(user) or None, unquote(password) or None
+
+
+def _cluster_client(url: str, **kwargs: Any) -> RedisCluster:
+    nodes, user, password = cluster_nodes(url)
     return RedisCluster(
-        startup_nodes=nodes,
-        username=unquote(user) or None,
-        password=unquote(password) or None,
-        ssl=scheme.startswith("rediss"),
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        username=user,
+        password=password,
+        ssl=url.startswith("rediss"),
         decode_responses=True,
         **kwargs,
     )
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    """`host:port`, `host` (6379) or `[v6 address]:port` of a cluster URL."""
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        port = rest.removeprefix(":") or "6379"
+    else:
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "6379")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"a Redis Cluster node is host:port, not {item!r}")
+    return host, int(port)
 
 
 def make_client(url: str, **kwargs: Any) -> Any:
