@@ -8,6 +8,7 @@
 'use strict'
 
 const SANDBOX = '/_sandbox/wechat'
+const TABS = require('../app.json').tabBar.list.map((t) => t.pagePath)
 
 async function http(method, url, body, headers = {}) {
   const res = await fetch(url, {
@@ -81,7 +82,16 @@ function fakeWx(base, { appid = 'wxdemo0000000001', unionid, location = { latitu
     showToast(o) { seen.toasts.push(o && o.title) },
     showLoading() {},
     hideLoading() {},
-    navigateTo(o) { seen.navigations.push(o && o.url) },
+    navigateTo(o) {
+      const page = String(o && o.url).replace(/^\/+/, '').split('?')[0]
+      if (TABS.includes(page)) throw new Error(`navigateTo:fail can not navigateTo a tabbar page ${page}`)
+      seen.navigations.push(o && o.url)
+    },
+    switchTab(o) {
+      const page = String(o && o.url).replace(/^\/+/, '').split('?')[0]
+      if (!TABS.includes(page)) throw new Error(`switchTab:fail ${page} is not a tabBar page`)
+      seen.navigations.push(o && o.url)
+    },
     redirectTo(o) { seen.navigations.push(o && o.url) },
     stopPullDownRefresh() {},
   }

@@ -7,9 +7,13 @@ const { fakeWx, http } = require('./fakewx.js')
 
 const BASE = (process.env.HAODIAN_API || 'http://127.0.0.1:8000').replace(/\/+$/, '')
 
+// Every fake user made in this process (a test reads all their requests at the end).
+const everyone = []
+
 // A new WeChat user of the demo app with a signed-in API client of their own.
 async function shopper(options = {}) {
   const wx = fakeWx(BASE, options)
+  everyone.push(wx)
   const api = createApi(wx, { baseUrl: BASE, appid: options.appid })
   await api.login()
   return { wx, api }
@@ -48,4 +52,4 @@ async function eventually(check, { within = 20000, every = 100 } = {}) {
   }
 }
 
-module.exports = { BASE, shopper, operator, clerk, sleep, eventually }
+module.exports = { BASE, shopper, operator, clerk, sleep, eventually, everyone }

@@ -10,6 +10,7 @@ const { shopper, clerk, eventually } = require('../support/server.js')
 const session = require('../utils/session.js')
 const coupons = require('../utils/coupons.js')
 const groupbuy = require('../utils/groupbuy.js')
+const locator = require('../utils/locator.js')
 
 test('the live-code page shows a code the clerk can write off, and stops when closed', async (t) => {
   const { wx, api } = await shopper()
@@ -64,4 +65,28 @@ test('the group landing opened from a share shows the group and lets a friend jo
     return comp.querySelectorAll('.member').length === 2
   })
   assert.equal(text(comp, '.left'), `还差 ${activity.group_size - 2} 人成团`)
+})
+
+test('the menu page: a cancelled payment shows why, and tapping again pays the same order', async (t) => {
+  const { wx, api } = await shopper()
+  const { stores } = await locator.nearby(api, wx, { service: 'pickup' })
+  session.use(api)
+  const comp = renderPage('pages/menu/menu', wx)
+  t.after(() => comp.detach())
+  await comp.instance.onLoad({ store: String(stores[0].id) })
+  const item = comp.instance.data.items.find((i) => !i.sold_out && i.stock > 0)
+  comp.instance.add({ currentTarget: { dataset: { sku: item.sku_id } } })
+  const pay = wx.requestPayment
+  wx.requestPayment = (o) => o.fail({ errMsg: 'requestPayment:fail cancel' }) // the shopper backs out
+  await comp.instance.checkout()
+  assert.equal(text(comp, '.error'), 'requestPayment:fail cancel')
+  assert.equal(comp.instance.data.errorCode, 'PAYMENT_CANCELLED')
+  wx.requestPayment = pay
+  await comp.instance.checkout() // the same tap again: the same order, now paid
+  assert.equal(text(comp, '.error'), undefined)
+  const orders = (await api.get('/orders')).items
+  assert.equal(orders.length, 1)
+  assert.equal(comp.instance.data.order.order_no, orders[0].order_no)
+  assert.equal(wx.seen.payments.length, 1) // the cancelled one never reached WeChat Pay
+  await eventually(async () => (await api.get(`/orders/${orders[0].order_no}`)).paid_at)
 })

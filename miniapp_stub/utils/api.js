@@ -45,6 +45,7 @@ function createApi(wx, options = {}) {
   let token = null
   let refreshToken = null
   let signingIn = null
+  let renewing = null
   let member = null
 
   function raw(method, path, { data, headers = {} } = {}) {
@@ -81,7 +82,14 @@ function createApi(wx, options = {}) {
     return signingIn
   }
 
-  async function renew() {
+  // One renewal at a time: refresh tokens are single-use, so three requests meeting a 401
+  // together wait for the same refresh instead of spending it three times.
+  function renew() {
+    if (!renewing) renewing = doRenew().finally(() => { renewing = null })
+    return renewing
+  }
+
+  async function doRenew() {
     if (refreshToken) {
       const res = await raw('POST', '/auth/refresh', { data: { refresh_token: refreshToken } })
       if (res.statusCode === 200) {
@@ -134,19 +142,26 @@ function createApi(wx, options = {}) {
     get: (path, query) => call('GET', path + queryString(query)),
     post: (path, data, { key } = {}) =>
       call('POST', path, { data, key: key || (PLAIN_POSTS.some((p) => p.test(path)) ? null : newKey()) }),
-    patch: (path, data) => call('PATCH', path, { data }),
+    put: (path, data) => call('PUT', path, { data }), // wx.request has no PATCH
     del: (path) => call('DELETE', path),
     // WeChat Pay for an order: balances first where asked (`tenders`), then the rest in WeChat.
     async pay(orderNo, tenders = {}, { key } = {}) {
       const params = await api.post(`/orders/${orderNo}/pay`, { appid, ...tenders }, { key })
       if (params.paid) return params
-      await promisify(wx, 'requestPayment', {
-        timeStamp: params.timeStamp,
-        nonceStr: params.nonceStr,
-        package: params.package,
-        signType: params.signType,
-        paySign: params.paySign,
-      })
+      try {
+        await promisify(wx, 'requestPayment', {
+          timeStamp: params.timeStamp,
+          nonceStr: params.nonceStr,
+          package: params.package,
+          signType: params.signType,
+          paySign: params.paySign,
+        })
+      } catch (err) {
+        // No answer from the API (status 0): the page keeps the tap's key, so paying again
+        // replays the same order instead of placing a second one.
+        const msg = (err && err.errMsg) || 'requestPayment:fail'
+        throw new ApiError(0, /cancel/.test(msg) ? 'PAYMENT_CANCELLED' : 'PAYMENT_FAILED', msg)
+      }
       return params
     },
     // Drop the tokens (tests, and the "sign out" button); the next call signs in again.

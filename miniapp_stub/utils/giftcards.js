@@ -28,7 +28,7 @@ function shareMessage(gift, title = 'A gift card for you') {
 async function landing(api, query) {
   const scene = share.sceneOf(query)
   let giftNo = query && query.gift
-  if (!giftNo && scene) {
+  if (scene) { // from a share: resolving it counts the open for the sharer
     const s = await share.resolve(api, scene)
     giftNo = s.target
   }

@@ -42,7 +42,7 @@ async function shareGroup(api, groupNo) {
 async function landing(api, query) {
   const scene = share.sceneOf(query)
   let groupNo = query && query.g
-  if (!groupNo && scene) {
+  if (scene) { // from a share: resolving it counts the open for the sharer
     const s = await share.resolve(api, scene)
     if (s.kind !== 'group') throw new Error(`this share opens a ${s.kind}, not a group`)
     groupNo = s.target

@@ -4,10 +4,14 @@
 'use strict'
 
 async function guard(page, fn) {
-  page.setData({ busy: true, error: '' })
+  page.setData({ busy: true, error: '', errorCode: '' })
   try {
     return await fn()
   } catch (err) {
+    // The server answered (a 4xx): that tap is over, the next one is a new action. Without an
+    // answer (network, 5xx) the kept key makes the next tap a retry of the same one.
+    const answered = err && err.status >= 400 && err.status < 500
+    if (answered && err.code !== 'REQUEST_IN_PROGRESS') page._keys = {}
     page.setData({ error: (err && err.message) || String(err), errorCode: (err && err.code) || '' })
     return undefined
   } finally {

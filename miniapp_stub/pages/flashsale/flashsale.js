@@ -18,9 +18,9 @@ Component({
       const api = session.api()
       return guard(this, async () => {
         const grabbed = await flashsale.grab(api, this.data.sale.id, { key: tapKey(this, api, 'grab') })
-        tapDone(this, 'grab')
         const order = await flashsale.orderOf(api, grabbed.order_no)
         await api.pay(order.order_no)
+        tapDone(this, 'grab') // paid: the next tap is a new one
         this.setData({ order })
       })
     },

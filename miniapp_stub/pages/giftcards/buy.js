@@ -24,8 +24,8 @@ Component({
       const { design, face } = e.currentTarget.dataset
       return guard(this, async () => {
         const order = await giftcards.buy(api, Number(design), Number(face), { key: tapKey(this, api, 'buy') })
-        tapDone(this, 'buy')
         await api.pay(order.order_no)
+        tapDone(this, 'buy') // paid: the next tap is a new one
         return order
       })
     },
@@ -40,6 +40,7 @@ Component({
       })
     },
     onShareAppMessage() {
+      if (!this.data.gift) return { title: '好店+ 礼品卡', path: '/pages/giftcards/buy' }
       return giftcards.shareMessage(this.data.gift)
     },
   },

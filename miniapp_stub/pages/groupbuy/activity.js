@@ -21,8 +21,8 @@ Component({
       const api = session.api()
       return guard(this, async () => {
         const opened = await groupbuy.open(api, this.data.activity.id, { key: tapKey(this, api, 'open') })
-        tapDone(this, 'open')
         await api.pay(opened.order_no)
+        tapDone(this, 'open') // paid: the next tap is a new one
         await groupbuy.opened(api, opened.group_no)
         this.setData({ opened, share: await groupbuy.shareGroup(api, opened.group_no) })
       })
@@ -31,7 +31,9 @@ Component({
       wx.navigateTo({ url: `/pages/groupbuy/group?g=${e.currentTarget.dataset.group}` })
     },
     onShareAppMessage() {
-      return share.message(this.data.share, `${this.data.activity.title} 一起拼`)
+      const title = `${(this.data.activity && this.data.activity.title) || '好店+'} 一起拼`
+      if (!this.data.share) return { title, path: '/pages/groupbuy/activity' }
+      return share.message(this.data.share, title)
     },
   },
 })

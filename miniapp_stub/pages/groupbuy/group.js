@@ -37,7 +37,8 @@ Component({
     },
     onShareAppMessage() {
       const g = this.data.group
-      return { title: `${g.title}: 还差 ${g.seats_left} 人`, path: `/pages/groupbuy/group?g=${g.group_no}` }
+      const scene = this.data.scene ? `&scene=${encodeURIComponent(this.data.scene)}` : ''
+      return { title: `${g.title}: 还差 ${g.seats_left} 人`, path: `/pages/groupbuy/group?g=${g.group_no}${scene}` }
     },
   },
 })

@@ -1,14 +1,17 @@
-// Home: the six scenarios and the flash sales live now. Opened from an invite share, it
-// carries the inviter in `scene`; signing in with it credits the invite.
+// Home: the six scenarios and the flash sales live now. Opened from an invite share (its
+// `scene`), it tells the API, which counts the open for the sharer.
 const session = require('../../utils/session.js')
 const home = require('../../utils/home.js')
+const share = require('../../utils/share.js')
 const { yuan } = require('../../utils/money.js')
 const { guard } = require('../../utils/page.js')
 
 Component({
   data: { tiles: home.TILES, sales: [], error: '', busy: false },
   methods: {
-    onLoad() {
+    onLoad(query) {
+      const scene = share.sceneOf(query)
+      if (scene) share.resolve(session.api(), scene).catch(() => {}) // counting is best effort
       return this.load()
     },
     onPullDownRefresh() {
@@ -21,7 +24,8 @@ Component({
       })
     },
     open(e) {
-      wx.navigateTo({ url: e.currentTarget.dataset.page })
+      const tile = home.TILES.find((t) => t.page === e.currentTarget.dataset.page)
+      home.go(wx, tile)
     },
     openSale(e) {
       wx.navigateTo({ url: `/pages/flashsale/flashsale?id=${e.currentTarget.dataset.id}` })

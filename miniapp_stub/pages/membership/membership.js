@@ -27,8 +27,8 @@ Component({
       const plan = Number(e.currentTarget.dataset.plan)
       return guard(this, async () => {
         const order = await membership.topUp(api, plan, { key: tapKey(this, api, 'top-up') })
-        tapDone(this, 'top-up')
         await api.pay(order.order_no)
+        tapDone(this, 'top-up') // paid: the next tap is a new one
         await this.load()
       })
     },

@@ -24,8 +24,8 @@ Component({
       const api = session.api()
       return guard(this, async () => {
         const order = await pickup.placeOrder(api, this.data.storeId, this.data.cart, { key: tapKey(this, api, 'order') })
-        tapDone(this, 'order')
         await api.pay(order.order_no)
+        tapDone(this, 'order') // paid: the next tap is a new one
         this.setData({ order: await pickup.order(api, order.order_no), cart: {} })
       })
     },

@@ -48,8 +48,8 @@ Component({
       return guard(this, async () => {
         const { storeId, addressId, cart } = this.data
         const order = await takeout.place(api, storeId, addressId, cart, { note, key: tapKey(this, api, 'order') })
-        tapDone(this, 'order')
         await api.pay(order.order_no)
+        tapDone(this, 'order') // paid: the next tap is a new one
         wx.navigateTo({ url: `/pages/takeout/track?no=${order.order_no}` })
         return order
       })
