@@ -1,5 +1,5 @@
 // Which API operations the stub calls, read from its own source, and which of them a served
-// OpenAPI document lacks. A call is `api.get|post|patch|del('<path>'...)` (or a template
+// OpenAPI document lacks. A call is `api.get|post|put|del('<path>'...)` (or a template
 // literal, whose ${...} parts are path parameters) or `raw('<METHOD>', '<path>'...)`.
 'use strict'
 
@@ -8,7 +8,7 @@ const path = require('node:path')
 
 const ROOT = path.join(__dirname, '..')
 const PREFIX = '/api/v1'
-const VERBS = { get: 'GET', post: 'POST', patch: 'PATCH', del: 'DELETE' }
+const VERBS = { get: 'GET', post: 'POST', put: 'PUT', del: 'DELETE' }
 
 function sources() {
   const out = []
@@ -30,7 +30,7 @@ function normalise(p) {
 
 function calls(files = sources()) {
   const found = new Set()
-  const viaApi = /\bapi\.(get|post|patch|del)\(\s*(['`])(\/[^'`]*)\2/g
+  const viaApi = /\bapi\.(get|post|put|del)\(\s*(['`])(\/[^'`]*)\2/g
   const viaRaw = /\braw\(\s*'(GET|POST|PATCH|DELETE)',\s*(['`])(\/[^'`]*)\2/g
   for (const file of files) {
     const text = fs.readFileSync(file, 'utf8')

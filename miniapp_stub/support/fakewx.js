@@ -8,6 +8,7 @@
 'use strict'
 
 const SANDBOX = '/_sandbox/wechat'
+const METHODS = ['OPTIONS', 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'TRACE', 'CONNECT'] // wx.request's
 const TABS = require('../app.json').tabBar.list.map((t) => t.pagePath)
 
 async function http(method, url, body, headers = {}) {
@@ -59,6 +60,10 @@ function fakeWx(base, { appid = 'wxdemo0000000001', unionid, location = { latitu
       })(), options)
     },
     request({ url, method = 'GET', data, header = {}, success, fail, complete }) {
+      if (!METHODS.includes(method)) { // as WeChat's runtime refuses it
+        callback(Promise.reject({ errMsg: `request:fail invalid method ${method}` }), { success, fail, complete })
+        return { abort() {} }
+      }
       seen.requests.push({ method, url, header })
       const body = method === 'GET' || data === undefined ? undefined : data
       callback(http(method, url, body, header).then((r) => ({ ...r, errMsg: 'request:ok' })), { success, fail, complete })

@@ -18,6 +18,7 @@ const groupbuy = require('../utils/groupbuy.js')
 const giftcards = require('../utils/giftcards.js')
 const takeout = require('../utils/takeout.js')
 const membership = require('../utils/membership.js')
+const profile = require('../utils/profile.js')
 
 const APP = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'app.json'), 'utf8'))
 
@@ -58,6 +59,14 @@ test('sign in with wx.login, and the token refreshed once on a 401', async () =>
     assert.ok(err.message.length > 0)
     return true
   })
+})
+
+test('change my nickname the way wx.request can (PUT)', async () => {
+  const { wx, api } = await shopper()
+  const changed = await profile.update(api, { nickname: '小红' })
+  assert.equal(changed.nickname, '小红')
+  assert.equal((await profile.me(api)).nickname, '小红')
+  assert.ok(wx.seen.requests.every((r) => ['GET', 'POST', 'PUT', 'DELETE'].includes(r.method)))
 })
 
 test('find a store near me, order for pickup and pay with WeChat Pay', async () => {
@@ -205,9 +214,12 @@ test('buy a gift card, give it, and another shopper claims it from the share', a
 test('order takeout to an address and follow it', async () => {
   const { wx, api } = await shopper()
   const here = await locator.whereAmI(wx)
-  const address = await takeout.addAddress(api, {
+  const added = await takeout.addAddress(api, {
     contact: '小王', phone: '13800001111', text: '武汉市江汉区 测试路 1 号', lat: here.lat, lng: here.lng,
   })
+  const address = await takeout.editAddress(api, added.id, { contact: '王先生' }) // PUT: no PATCH in WeChat
+  assert.equal(address.contact, '王先生')
+  assert.equal(address.text, added.text)
   const stores = await takeout.stores(api, address.id)
   assert.ok(stores.length > 0, 'a store delivers to the address')
   const store = stores[0]

@@ -12,6 +12,11 @@ async function addAddress(api, { contact, phone, text, lat, lng }) {
   return api.post('/me/addresses', { contact, phone, text, lat, lng })
 }
 
+// PUT, not PATCH (wx.request has none): the fields given change.
+async function editAddress(api, addressId, fields) {
+  return api.put(`/me/addresses/${addressId}`, fields)
+}
+
 async function stores(api, addressId) {
   return (await api.get('/takeout/stores', { address_id: addressId })).items
 }
@@ -35,4 +40,4 @@ async function track(api, orderNo) {
   return { order_no: o.order_no, status: o.status, ...(o.takeout || {}) }
 }
 
-module.exports = { addresses, addAddress, stores, quote, place, track }
+module.exports = { addresses, addAddress, editAddress, stores, quote, place, track }

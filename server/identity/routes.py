@@ -170,14 +170,15 @@ async def me(request: Request) -> HTTPResponse:
     return respond(service.member_view(member))
 
 
-@bp.patch("/me")
+@bp.route("/me", methods=["PATCH", "PUT"])  # PUT: the mini-program's wx.request has no PATCH
 @auth.authenticated("member")
 @body(MePatch)
 @returns(MemberOut)
 async def patch_me(request: Request, payload: MePatch) -> HTTPResponse:
     """Change nickname (1-32 characters, checked by WeChat moderation), avatar_url (https),
     birthday (at most once a year: it decides when the birthday pack comes), gender (0 unknown,
-    1 male, 2 female)."""
+    1 male, 2 female). PUT takes the same partial body: WeChat's wx.request cannot send
+    PATCH."""
     principal = request.ctx.principal
     member = await service.update_profile(
         client_for(request.app.ctx),

@@ -112,7 +112,25 @@ def fixed(raw: dict[str, Any], path_types: dict[tuple[str, str], str]) -> dict[s
                 if param.get("in") == "path":
                     param["schema"] = _path_schema(path_types.get((path, param["name"]), "str"))
                     param["required"] = True
+    _unique_operation_ids(doc)
     return doc
+
+
+def _unique_operation_ids(doc: dict[str, Any]) -> None:
+    """One handler serving two methods (PATCH and PUT, for wx.request has no PATCH) gets one
+    operationId from sanic-ext; the spec wants them unique, so each such one names its method."""
+    ops = [
+        (method, op)
+        for item in doc.get("paths", {}).values()
+        for method, op in item.items()
+        if method in _METHODS and "operationId" in op
+    ]
+    seen: dict[str, int] = {}
+    for _, op in ops:
+        seen[op["operationId"]] = seen.get(op["operationId"], 0) + 1
+    for method, op in ops:
+        if seen[op["operationId"]] > 1:
+            op["operationId"] = f"{op['operationId']}_{method}"
 
 
 def _models_schemas(*models: type[BaseModel]) -> dict[str, Any]:

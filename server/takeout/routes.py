@@ -55,11 +55,13 @@ async def add_address(request: Request, payload: s.AddressIn) -> HTTPResponse:
     return respond(addresses.address_view(a), status=201)
 
 
-@api.patch("/me/addresses/<address_id:int>")
+@api.route("/me/addresses/<address_id:int>", methods=["PATCH", "PUT"])  # wx.request: no PATCH
 @auth.authenticated("member")
 @body(s.AddressPatch)
 @returns(s.AddressOut)
 async def edit_address(request: Request, address_id: int, payload: s.AddressPatch) -> HTTPResponse:
+    """Change an address (the fields given). PUT takes the same partial body: WeChat's
+    wx.request cannot send PATCH."""
     a = await addresses.update_address(
         request.app.ctx.settings,
         request.ctx.principal.subject,
