@@ -96,8 +96,9 @@ def _measured(coroutine: Any) -> Any:
             return result
         finally:
             m = metrics()
-            m.jobs.labels(coroutine.__name__, outcome).inc()
+            # Duration first: a scrape between the two then never sees more runs than timings.
             m.job_seconds.labels(coroutine.__name__).observe(time.perf_counter() - start)
+            m.jobs.labels(coroutine.__name__, outcome).inc()
 
     return run
 
