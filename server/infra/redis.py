@@ -322,9 +322,9 @@ class Scripts:
         node = nodes[0]
         pipe = self._pipes.get(node.name)
         if pipe is None:
+            if node.connection_class is not aioredis.Connection:
+                return None  # TLS (SSLConnection): the raw pipeline speaks plain TCP only
             kwargs = dict(node.connection_kwargs)
-            if kwargs.get("connection_class", aioredis.Connection) is not aioredis.Connection:
-                return None
             pipe = self._pipes[node.name] = _AutoPipeline(kwargs, self._redirected)
         return pipe
 
