@@ -2,6 +2,8 @@
 // number (Redis decided); the order itself appears a moment later, then it is paid as any.
 'use strict'
 
+const { until } = require('./poll.js')
+
 async function live(api) {
   const items = (await api.get('/flash-sales')).items
   return items.filter((s) => s.status === 'live')
@@ -16,19 +18,8 @@ async function grab(api, saleId, { quantity = 1, key } = {}) {
 }
 
 // Wait until the grabbed order exists (the worker writes it from the sale's stream).
-async function orderOf(api, orderNo, { tries = 100, waitMs = 100, sleep = defaultSleep } = {}) {
-  for (let i = 0; ; i++) {
-    try {
-      return await api.get(`/orders/${orderNo}`)
-    } catch (err) {
-      if (err.status !== 404 || i >= tries) throw err
-      await sleep(waitMs)
-    }
-  }
-}
-
-function defaultSleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms))
+function orderOf(api, orderNo) {
+  return until(() => api.get(`/orders/${orderNo}`), () => true, { retry: (err) => err.status === 404 })
 }
 
 module.exports = { live, sale, grab, orderOf }

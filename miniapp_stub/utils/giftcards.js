@@ -26,14 +26,8 @@ function shareMessage(gift, title = 'A gift card for you') {
 }
 
 async function landing(api, query) {
-  const scene = share.sceneOf(query)
-  let giftNo = query && query.gift
-  if (scene) { // from a share: resolving it counts the open for the sharer
-    const s = await share.resolve(api, scene)
-    giftNo = s.target
-  }
-  if (!giftNo) throw new Error('no gift to show')
-  return { scene, gift: await api.get(`/gifts/${giftNo}`) }
+  const { scene, target } = await share.landing(api, query, 'gift', 'gift')
+  return { scene, gift: await api.get(`/gifts/${target}`) }
 }
 
 async function claim(api, giftNo, { scene, key } = {}) {

@@ -3,6 +3,7 @@
 'use strict'
 
 const share = require('./share.js')
+const { until } = require('./poll.js')
 
 async function activities(api) {
   return (await api.get('/group-buys')).items
@@ -26,12 +27,8 @@ async function group(api, groupNo) {
 
 // After the leader pays, the group opens to friends a moment later (the payment's
 // notification moves it): the leader's page waits for that before it offers the share.
-async function opened(api, groupNo, { tries = 100, waitMs = 100 } = {}) {
-  for (let i = 0; ; i++) {
-    const g = await group(api, groupNo)
-    if (g.status !== 'forming' || i >= tries) return g
-    await new Promise((resolve) => setTimeout(resolve, waitMs))
-  }
+function opened(api, groupNo) {
+  return until(() => group(api, groupNo), (g) => g.status !== 'forming')
 }
 
 async function shareGroup(api, groupNo) {
@@ -40,15 +37,8 @@ async function shareGroup(api, groupNo) {
 
 // The landing: `g` when opened inside the mini-program, `scene` from a share.
 async function landing(api, query) {
-  const scene = share.sceneOf(query)
-  let groupNo = query && query.g
-  if (scene) { // from a share: resolving it counts the open for the sharer
-    const s = await share.resolve(api, scene)
-    if (s.kind !== 'group') throw new Error(`this share opens a ${s.kind}, not a group`)
-    groupNo = s.target
-  }
-  if (!groupNo) throw new Error('no group to show')
-  return { scene, group: await group(api, groupNo) }
+  const { scene, target } = await share.landing(api, query, 'group', 'g')
+  return { scene, group: await group(api, target) }
 }
 
 module.exports = { activities, activity, open, join, group, opened, shareGroup, landing }

@@ -16,9 +16,23 @@ async function make(api, kind, target) {
   return api.post('/shares', { kind, target: String(target) })
 }
 
+// What a landing page shows: the share's target when it was opened from a share (resolving
+// the scene counts the open for the sharer), else its own parameter (`?g=`, `?gift=`).
+async function landing(api, query, kind, param) {
+  const scene = sceneOf(query)
+  let target = query && query[param]
+  if (scene) {
+    const s = await resolve(api, scene)
+    if (s.kind !== kind) throw new Error(`this share opens a ${s.kind}, not a ${kind}`)
+    target = s.target
+  }
+  if (!target) throw new Error(`no ${kind} to show`)
+  return { scene, target }
+}
+
 // What onShareAppMessage returns for a share the API made.
 function message(share, title) {
   return { title, path: '/' + String(share.path).replace(/^\/+/, '') }
 }
 
-module.exports = { sceneOf, resolve, make, message }
+module.exports = { sceneOf, resolve, make, message, landing }
