@@ -729,7 +729,7 @@ async def test_pausing_a_template_stops_claims_and_the_api_is_documented(
         f"/api/v1/admin/coupon-templates/{t['id']}", json={"active": False}, headers=op
     )
     assert r.status_code == 200 and r.json()["active"] is False
-    await asyncio.sleep(templates._TEMPLATE_TTL + 0.2)  # each worker keeps a template 2 s
+    await asyncio.sleep(templates.TEMPLATE_KEPT_S + 0.2)  # each worker keeps a template 2 s
     _, m = await new_member(database)
     r = await api.post(f"/api/v1/coupon-center/{t['id']}/claim", headers=m)
     assert r.status_code == 409 and error_code(r) == "CLAIM_NOT_AVAILABLE"

@@ -180,6 +180,33 @@ async def test_a_connection_left_in_a_transaction_comes_back_clean(database: Set
         assert await again.fetchval("SELECT to_regclass('pg_temp.abandoned')") is None
 
 
+async def test_a_hot_row_copy_is_loaded_once_by_a_burst_and_not_kept_when_missing() -> None:
+    """`infra.memo.Recent`: 32 requests finding the copy expired make one load, not 32; a
+    load that fails reaches every waiter and is not kept; an expired copy is loaded again."""
+    from server.infra.memo import Recent
+
+    loads: list[int] = []
+    fail = False
+
+    async def load() -> str:
+        loads.append(1)
+        await asyncio.sleep(0.02)  # a database round trip
+        if fail:
+            raise LookupError("gone")
+        return f"row v{len(loads)}"
+
+    recent: Recent[int, str] = Recent(ttl=0.1)
+    got = await asyncio.gather(*(recent.get(7, load) for _ in range(32)))
+    assert got == ["row v1"] * 32 and len(loads) == 1
+    assert await recent.get(7, load) == "row v1" and len(loads) == 1  # still fresh
+    await asyncio.sleep(0.12)
+    fail = True
+    errors = await asyncio.gather(*(recent.get(7, load) for _ in range(8)), return_exceptions=True)
+    assert all(isinstance(e, LookupError) for e in errors) and len(loads) == 2
+    fail = False
+    assert await recent.get(7, load) == "row v3"  # the failure was not kept
+
+
 async def test_optional_coupon_keys_are_indexed_only_where_set(database: Settings) -> None:
     """Migration 0007: a claim's NULL grant, issuance and order take no index entries."""
     from tortoise import connections

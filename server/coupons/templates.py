@@ -5,7 +5,6 @@ The operators' side of the domain; every other module reads templates through he
 from __future__ import annotations
 
 import importlib
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +15,7 @@ from server.coupons.models import (
 )
 from server.infra.clock import iso_local
 from server.infra.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from server.infra.memo import Recent
 
 
 def yuan(fen: int) -> str:
@@ -86,7 +86,7 @@ async def update_template(template_id: int, changes: dict[str, Any]) -> CouponTe
         )
     if changes:
         await CouponTemplate.filter(id=t.id).update(**changes)
-        _template_cache.pop(t.id, None)
+        _templates.forget(t.id)
     return await get_template(template_id)
 
 
@@ -153,17 +153,9 @@ async def member_tier(member_id: int) -> str | None:
 
 # The claim path reads a template many times a second; each worker keeps it a moment.
 # Stock is not taken from this copy (Redis and the database guard do that).
-_TEMPLATE_TTL = 2.0
-_template_cache: dict[int, tuple[float, CouponTemplate]] = {}
+TEMPLATE_KEPT_S = 2.0
+_templates: Recent[int, CouponTemplate] = Recent(ttl=TEMPLATE_KEPT_S)
 
 
 async def cached_template(template_id: int) -> CouponTemplate:
-    hit = _template_cache.get(template_id)
-    now = time.monotonic()
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    t = await get_template(template_id)
-    if len(_template_cache) > 10_000:
-        _template_cache.clear()
-    _template_cache[template_id] = (now + _TEMPLATE_TTL, t)
-    return t
+    return await _templates.get(template_id, lambda: get_template(template_id))

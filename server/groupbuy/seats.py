@@ -38,6 +38,7 @@ from tortoise.transactions import in_transaction
 from server.groupbuy.models import Group, GroupBuy, GroupSeat, GroupStatus, SeatState
 from server.infra.clock import utcnow
 from server.infra.errors import AppError, Conflict, NotFound, Unavailable, ValidationFailed
+from server.infra.memo import Recent
 from server.infra.models import is_id
 from server.infra.redis import Scripts
 from server.infra.warming import WarmOnce
@@ -323,17 +324,15 @@ async def warm(scripts: Scripts, activity: GroupBuy, pay_timeout_s: int | None =
 
 # -- materialisation: a seat taken in Redis becomes a seat row and an order --------------------
 
-_activities: dict[int, tuple[float, GroupBuy, str]] = {}
+_activities: Recent[int, tuple[GroupBuy, str]] = Recent(ttl=5.0)
 
 
 async def _activity(activity_id: int) -> tuple[GroupBuy, str]:
-    hit = _activities.get(activity_id)
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1], hit[2]
-    a = await GroupBuy.get(id=activity_id).select_related("sku__product")
-    name = f"{a.title}"[:128]
-    _activities[activity_id] = (time.monotonic() + 5, a, name)
-    return a, name
+    async def load() -> tuple[GroupBuy, str]:
+        a = await GroupBuy.get(id=activity_id).select_related("sku__product")
+        return a, f"{a.title}"[:128]
+
+    return await _activities.get(activity_id, load)
 
 
 async def materialise(activity_id: int, entry: dict[str, str]) -> str:
