@@ -13,6 +13,7 @@ from sanic import Blueprint
 # Each module exposes a blueprint `bp` mounted under /_sandbox/wechat.
 SANDBOX_MODULES: list[str] = [
     "server.wechat.sandbox.routes",
+    "server.wechat.sandbox.phone_routes",
     "server.wechat.sandbox.pay_routes",
     "server.wechat.sandbox.delivery_routes",
 ]

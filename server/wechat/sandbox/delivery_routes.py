@@ -30,7 +30,8 @@ from server.infra.http import body, respond
 from server.takeout.courier import LABELS, delivery_sign
 from server.wechat import crypto
 from server.wechat.sandbox.pay_state import _client, spawn
-from server.wechat.sandbox.routes import _ok, _open_call, _redis, _settings, _wx
+from server.wechat.sandbox.routes import _ok, _open_call, _settings, _wx
+from server.wechat.sandbox.state import redis_of
 
 bp = Blueprint("wechat_sandbox_delivery", url_prefix="/_sandbox/wechat")
 
@@ -51,14 +52,14 @@ def _k_order(shop_order_id: str) -> str:
 
 
 async def _load(request: Request, waybill: str) -> dict[str, Any]:
-    raw = await _redis(request).get(_k_waybill(waybill))
+    raw = await redis_of(request).get(_k_waybill(waybill))
     if raw is None:
         raise NotFound(f"no waybill {waybill[:40]}", code="WAYBILL_NOT_FOUND")
     return dict(orjson.loads(raw))
 
 
 async def _save(request: Request, wb: dict[str, Any]) -> None:
-    await _redis(request).set(_k_waybill(wb["waybill_id"]), orjson.dumps(wb), ex=TTL)
+    await redis_of(request).set(_k_waybill(wb["waybill_id"]), orjson.dumps(wb), ex=TTL)
 
 
 def _signed_ok(request: Request, data: dict[str, Any]) -> bool:
@@ -85,7 +86,7 @@ async def order_add(request: Request) -> HTTPResponse:
     receiver = data.get("receiver") or {}
     if not order_id or not isinstance(receiver, dict) or "lat" not in receiver:
         return _wx(47001, "data format error")
-    redis = _redis(request)
+    redis = redis_of(request)
     waybill = "SBXWB" + secrets.token_hex(8).upper()
     # One waybill per shop order, even for two adds at once: the first SET NX wins.
     if not await redis.set(_k_order(order_id), waybill, nx=True, ex=TTL):
@@ -144,7 +145,7 @@ async def order_cancel(request: Request) -> HTTPResponse:
     assert data is not None
     if not _signed_ok(request, data):
         return _wx(930559, "delivery_sign error")
-    waybill = await _redis(request).get(_k_order(str(data.get("shop_order_id") or "")))
+    waybill = await redis_of(request).get(_k_order(str(data.get("shop_order_id") or "")))
     if not waybill:
         return _wx(930561, "order not exist")
     wb = await _load(request, waybill)
@@ -161,7 +162,7 @@ async def order_get(request: Request) -> HTTPResponse:
     if bad:
         return bad
     assert data is not None
-    waybill = await _redis(request).get(_k_order(str(data.get("shop_order_id") or "")))
+    waybill = await redis_of(request).get(_k_order(str(data.get("shop_order_id") or "")))
     if not waybill:
         return _wx(930561, "order not exist")
     wb = await _load(request, waybill)
@@ -272,13 +273,13 @@ async def delivery_config(request: Request, payload: DeliveryConfig) -> HTTPResp
     themselves every N seconds (0 = only when told)."""
     changes = {k: v for k, v in payload.model_dump().items() if v is not None}
     if changes:
-        await _redis(request).hset(K_CONF, mapping=changes)
-    return respond(await _redis(request).hgetall(K_CONF))
+        await redis_of(request).hset(K_CONF, mapping=changes)
+    return respond(await redis_of(request).hgetall(K_CONF))
 
 
 @bp.get("/delivery/orders/<shop_order_id:str>")
 async def show_by_order(request: Request, shop_order_id: str) -> HTTPResponse:
-    waybill = await _redis(request).get(_k_order(shop_order_id[:80]))
+    waybill = await redis_of(request).get(_k_order(shop_order_id[:80]))
     if not waybill:
         raise NotFound(f"no waybill for {shop_order_id[:40]}", code="WAYBILL_NOT_FOUND")
     return respond(await _load(request, waybill))

@@ -49,6 +49,7 @@ from server.infra.http import respond
 from server.wechat.pay_keys import PayConfig, pay_config
 from server.wechat.sandbox import pay_state as st
 from server.wechat.sandbox.pay_state import WxError
+from server.wechat.sandbox.state import redis_of
 
 PREFIX = "/_sandbox/wechat/pay"
 bp = Blueprint("wechat_pay_sandbox", url_prefix=PREFIX)
@@ -68,10 +69,6 @@ MAX_SKEW = 300
 
 def _cfg(request: Request) -> PayConfig:
     return pay_config(request.app.ctx.settings)
-
-
-def _redis(request: Request) -> aioredis.Redis:
-    return request.app.ctx.sandbox_redis
 
 
 # -- gateway plumbing -----------------------------------------------------------------------------
@@ -129,7 +126,7 @@ def gateway(handler: Handler) -> Callable[..., Awaitable[HTTPResponse]]:
 
     @functools.wraps(handler)
     async def wrapped(request: Request, **kwargs: Any) -> HTTPResponse:
-        cfg, redis = _cfg(request), _redis(request)
+        cfg, redis = _cfg(request), redis_of(request)
         bad_signature = False
         try:
             mchid = await _authenticate(request, cfg, redis)
@@ -390,13 +387,6 @@ async def query_refund(
 # -- phone side and test controls (our own envelope) ----------------------------------------------
 
 
-async def _phone_tx(redis: aioredis.Redis, out_trade_no: str) -> dict[str, Any]:
-    tx = await st.load_tx(redis, out_trade_no)
-    if tx is None:
-        raise NotFound(f"the sandbox has no transaction {out_trade_no}", code="SANDBOX_NO_TX")
-    return tx
-
-
 def _flag(request: Request, name: str, default: bool) -> bool:
     value = request.args.get(name)
     if value is None:
@@ -429,7 +419,7 @@ async def request_payment(request: Request) -> HTTPResponse:
     """What the WeChat app does with `wx.requestPayment(params)`: check paySign with the
     merchant's public key (appId is in the body as the mini-program knows it), find the
     transaction by its prepay_id, and pay it like `/complete`."""
-    cfg, redis = _cfg(request), _redis(request)
+    cfg, redis = _cfg(request), redis_of(request)
     try:
         p = orjson.loads(request.body or b"")
         app_id, ts, nonce, package = p["appId"], p["timeStamp"], p["nonceStr"], p["package"]
@@ -452,7 +442,7 @@ async def request_payment(request: Request) -> HTTPResponse:
 
 
 async def _complete(request: Request, out_trade_no: str) -> HTTPResponse:
-    cfg, redis = _cfg(request), _redis(request)
+    cfg, redis = _cfg(request), redis_of(request)
 
     def fn(tx: dict[str, Any] | None) -> tuple[dict[str, Any] | None, Any]:
         if tx is None:
@@ -490,7 +480,7 @@ async def notify(request: Request, out_trade_no: str) -> HTTPResponse:
     optionally forged (`forge=`) or with a tampered amount under a valid signature (`amount=`).
     Answers the status of each first attempt; failed genuine ones are retried in the background
     (`retry=0` turns that off; forged ones are not retried unless `retry=1`)."""
-    cfg, redis = _cfg(request), _redis(request)
+    cfg, redis = _cfg(request), redis_of(request)
     times = _int_arg(request, "times", 1, 1, 100)
     forge = request.args.get("forge")
     if forge is not None and forge not in st.FORGERIES:
@@ -498,7 +488,7 @@ async def notify(request: Request, out_trade_no: str) -> HTTPResponse:
     amount = request.args.get("amount")
     amount_fen = _int_arg(request, "amount", 0, 0, 10**12) if amount is not None else None
     retry = _flag(request, "retry", forge is None and amount_fen is None)
-    tx = await _phone_tx(redis, out_trade_no)
+    tx = await st.phone_tx(redis, out_trade_no)
     if tx["state"] not in ("SUCCESS", "REFUND"):
         if forge is None and amount_fen is None:
             raise Conflict("the transaction is not paid; nothing to notify", code="NOTPAY")
@@ -524,13 +514,13 @@ async def notify(request: Request, out_trade_no: str) -> HTTPResponse:
 @bp.get("/<out_trade_no>/deliveries")
 async def deliveries(request: Request, out_trade_no: str) -> HTTPResponse:
     """Every notification attempt for this transaction (payment and refunds), oldest first."""
-    raw = await _redis(request).lrange(st.k_deliveries(out_trade_no), 0, -1)
+    raw = await redis_of(request).lrange(st.k_deliveries(out_trade_no), 0, -1)
     return respond({"items": [orjson.loads(r) for r in raw]})
 
 
 @bp.get("/<out_trade_no>/state")
 async def state(request: Request, out_trade_no: str) -> HTTPResponse:
-    tx = await _phone_tx(_redis(request), out_trade_no)
+    tx = await st.phone_tx(redis_of(request), out_trade_no)
     tx.pop("params", None)
     return respond(tx)
 
@@ -539,7 +529,7 @@ async def state(request: Request, out_trade_no: str) -> HTTPResponse:
 async def complete_refund(request: Request, out_refund_no: str) -> HTTPResponse:
     """Finish a PROCESSING refund by hand (with `refund_auto` off): SUCCESS, ABNORMAL or
     CLOSED, then its REFUND.* notification."""
-    cfg, redis = _cfg(request), _redis(request)
+    cfg, redis = _cfg(request), redis_of(request)
     status = (request.args.get("status") or "SUCCESS").upper()
     if status not in ("SUCCESS", "ABNORMAL", "CLOSED"):
         raise BadRequest("status must be SUCCESS, ABNORMAL or CLOSED")
@@ -553,7 +543,7 @@ async def complete_refund(request: Request, out_refund_no: str) -> HTTPResponse:
 
 @bp.post("/refunds/<out_refund_no>/notify")
 async def notify_refund(request: Request, out_refund_no: str) -> HTTPResponse:
-    cfg, redis = _cfg(request), _redis(request)
+    cfg, redis = _cfg(request), redis_of(request)
     times = _int_arg(request, "times", 1, 1, 100)
     try:
         tx, refund = await _load_refund(redis, out_refund_no)
@@ -568,7 +558,7 @@ async def notify_refund(request: Request, out_refund_no: str) -> HTTPResponse:
 
 @bp.get("/config")
 async def get_config(request: Request) -> HTTPResponse:
-    return respond(await st.get_config(_redis(request)))
+    return respond(await st.get_config(redis_of(request)))
 
 
 @bp.post("/config")
@@ -579,7 +569,7 @@ async def set_config(request: Request) -> HTTPResponse:
         changes = orjson.loads(request.body or b"{}")
         if not isinstance(changes, dict):
             raise ValueError("body must be a JSON object")
-        return respond(await st.set_config(_redis(request), changes))
+        return respond(await st.set_config(redis_of(request), changes))
     except (ValueError, TypeError) as exc:
         raise BadRequest(f"bad sandbox config: {exc}") from None
 
@@ -595,7 +585,7 @@ async def fail_next(request: Request) -> HTTPResponse:
         raise BadRequest(
             "body must be {status?, code?, message?, count?, bad_signature?}"
         ) from None
-    redis = _redis(request)
+    redis = redis_of(request)
     if count > 0:
         await redis.rpush(st.K_FAIL, *[orjson.dumps(spec)] * count)
     return respond({"queued": await redis.llen(st.K_FAIL)})
@@ -603,5 +593,5 @@ async def fail_next(request: Request) -> HTTPResponse:
 
 @bp.delete("/fail-next")
 async def clear_fail_next(request: Request) -> HTTPResponse:
-    await _redis(request).delete(st.K_FAIL)
+    await redis_of(request).delete(st.K_FAIL)
     return respond({"queued": 0})

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.exceptions import WatchError
 
 from server.infra.clock import SHANGHAI
+from server.infra.errors import NotFound
 from server.wechat.pay_keys import PayConfig
 
 log = logging.getLogger("haodian.sandbox.pay")
@@ -228,6 +229,14 @@ async def update(
 async def load_tx(redis: aioredis.Redis, out_trade_no: str) -> dict[str, Any] | None:
     raw = await redis.get(k_tx(out_trade_no))
     return orjson.loads(raw) if raw else None
+
+
+async def phone_tx(redis: aioredis.Redis, out_trade_no: str) -> dict[str, Any]:
+    """A transaction the phone side or a control names: 404 when the sandbox has none."""
+    tx = await load_tx(redis, out_trade_no)
+    if tx is None:
+        raise NotFound(f"the sandbox has no transaction {out_trade_no}", code="SANDBOX_NO_TX")
+    return tx
 
 
 def tx_view(tx: dict[str, Any], *, amount_override: int | None = None) -> dict[str, Any]:

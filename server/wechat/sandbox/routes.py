@@ -1,6 +1,7 @@
 """The local WeChat sandbox, mounted under /_sandbox/wechat (demo mode or HAODIAN_SANDBOX=1).
 
-Three faces:
+The **mini-program server API** as WeChat serves it is here; the phone side and the
+controls are in `phone_routes`:
 
 - the **mini-program server API** as WeChat serves it (errors are HTTP 200 with
   `{"errcode", "errmsg"}`): stable_token, token, jscode2session, getuserphonenumber,
@@ -21,31 +22,28 @@ from __future__ import annotations
 import io
 import re
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 import segno
-from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, raw
 
-from server.infra.errors import Conflict, NotFound, ValidationFailed
-from server.infra.http import body, respond
+from server.infra.errors import NotFound
+from server.infra.http import respond
 from server.settings import Settings
 from server.wechat.sandbox import state
 from server.wechat.sandbox.state import (
-    CODE_TTL,
     CONF,
     DEFAULT_TOKEN_TTL,
     FAILURES,
     MSGSEC,
-    STATS,
     get_user,
     put_user,
+    redis_of,
     stat,
 )
 
@@ -54,11 +52,6 @@ bp = Blueprint("wechat_sandbox", url_prefix="/_sandbox/wechat")
 _TAKE_FAILURE = (Path(__file__).parent / "lua" / "take_failure.lua").read_text()
 _SCENE_RE = re.compile(r"^[0-9A-Za-z!#$&'()*+,/:;=?@\-._~]{1,32}$")
 _PAGE_RE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
-_PHONE_RE = re.compile(r"^1[3-9]\d{9}$")
-
-
-def _redis(request: Request) -> Redis:
-    return request.app.ctx.sandbox_redis
 
 
 def _settings(request: Request) -> Settings:
@@ -87,7 +80,7 @@ async def _failure(request: Request, api: str, openid: str | None = None) -> HTT
     """The switched-on failure for this call, as WeChat would answer it."""
     fields = [f"{api}|{openid}"] if openid else []
     fields += [api, "*"]
-    script = _redis(request).register_script(_TAKE_FAILURE)
+    script = redis_of(request).register_script(_TAKE_FAILURE)
     errcode = await script(keys=[FAILURES], args=fields)
     if errcode is None or errcode is False:
         return None
@@ -106,18 +99,6 @@ def _json(request: Request) -> dict[str, Any] | None:
 # -- access tokens --------------------------------------------------------------------------------
 
 
-def _tok_valid(token: str) -> str:
-    return f"sandbox:wx:tok:{token}"
-
-
-def _tok_issued(token: str) -> str:
-    return f"sandbox:wx:issued:{token}"
-
-
-def _current(appid: str) -> str:
-    return f"sandbox:wx:at:{appid}"
-
-
 async def _token_ttl(redis: Redis) -> int:
     return int(await redis.hget(CONF, "token_ttl") or DEFAULT_TOKEN_TTL)
 
@@ -126,9 +107,9 @@ async def _issue_token(redis: Redis, appid: str) -> tuple[str, int]:
     ttl = await _token_ttl(redis)
     token = f"sbx.{appid}.{state.rand_id(48)}"
     async with redis.pipeline(transaction=True) as p:
-        p.set(_tok_valid(token), appid, ex=ttl)
-        p.set(_tok_issued(token), appid, ex=max(ttl * 2, 86400))
-        p.set(_current(appid), token, ex=ttl)
+        p.set(state.token_key(token), appid, ex=ttl)
+        p.set(state.issued_key(token), appid, ex=max(ttl * 2, 86400))
+        p.set(state.current_token_key(appid), token, ex=ttl)
         await p.execute()
     return token, ttl
 
@@ -149,7 +130,7 @@ async def stable_token(request: Request) -> HTTPResponse:
     data = _json(request)
     if data is None:
         return _wx(47001, "data format error")
-    redis = _redis(request)
+    redis = redis_of(request)
     await stat(redis, "stable_token")
     if data.get("grant_type") != "client_credential":
         return _wx(40002, "invalid grant_type")
@@ -159,15 +140,15 @@ async def stable_token(request: Request) -> HTTPResponse:
     if fail := await _failure(request, "stable_token"):
         return fail
     appid = data["appid"]
-    current = await redis.get(_current(appid))
+    current = await redis.get(state.current_token_key(appid))
     if current and not data.get("force_refresh"):
-        left = await redis.ttl(_tok_valid(current))
+        left = await redis.ttl(state.token_key(current))
         if left > 300:  # the platform rotates ~5 minutes early
             return respond({"access_token": current, "expires_in": left})
     if current:
-        left = await redis.ttl(_tok_valid(current))
+        left = await redis.ttl(state.token_key(current))
         if left > 300:
-            await redis.expire(_tok_valid(current), 300)
+            await redis.expire(state.token_key(current), 300)
     token, ttl = await _issue_token(redis, appid)
     return respond({"access_token": token, "expires_in": ttl})
 
@@ -175,7 +156,7 @@ async def stable_token(request: Request) -> HTTPResponse:
 @bp.get("/cgi-bin/token")
 async def classic_token(request: Request) -> HTTPResponse:
     """The classic token: every call makes a new one and ends the previous one."""
-    redis = _redis(request)
+    redis = redis_of(request)
     await stat(redis, "token")
     appid, secret = request.args.get("appid"), request.args.get("secret")
     if request.args.get("grant_type") != "client_credential":
@@ -183,9 +164,9 @@ async def classic_token(request: Request) -> HTTPResponse:
     bad = _check_app(request, appid, secret)
     if bad:
         return bad
-    current = await redis.get(_current(appid or ""))
+    current = await redis.get(state.current_token_key(appid or ""))
     if current:  # "not latest": 40001, not 42001
-        await redis.delete(_tok_valid(current), _tok_issued(current))
+        await redis.delete(state.token_key(current), state.issued_key(current))
     token, ttl = await _issue_token(redis, appid or "")
     return respond({"access_token": token, "expires_in": ttl})
 
@@ -195,7 +176,7 @@ async def _open_call(
 ) -> tuple[str, dict[str, Any], None] | tuple[None, None, HTTPResponse]:
     """The start every access-token API shares: count the call, check the token, read the
     JSON body. Returns (appid, body, None), or (None, None, the WeChat error answer)."""
-    await stat(_redis(request), api)
+    await stat(redis_of(request), api)
     appid, bad = await _token_app(request)
     if bad is not None:
         return None, None, bad
@@ -207,13 +188,13 @@ async def _open_call(
 
 async def _token_app(request: Request) -> tuple[str | None, HTTPResponse | None]:
     token = request.args.get("access_token") or ""
-    redis = _redis(request)
+    redis = redis_of(request)
     if not token:
         return None, _wx(41001, "access_token missing")
-    appid = await redis.get(_tok_valid(token))
+    appid = await redis.get(state.token_key(token))
     if appid:
         return appid, None
-    if await redis.exists(_tok_issued(token)):
+    if await redis.exists(state.issued_key(token)):
         return None, _wx(42001, "access_token expired")
     if not token.startswith("sbx."):
         return None, _wx(40014, "invalid access_token")
@@ -225,7 +206,7 @@ async def _token_app(request: Request) -> tuple[str | None, HTTPResponse | None]
 
 @bp.get("/sns/jscode2session")
 async def jscode2session(request: Request) -> HTTPResponse:
-    redis = _redis(request)
+    redis = redis_of(request)
     await stat(redis, "jscode2session")
     appid = request.args.get("appid")
     bad = _check_app(request, appid, request.args.get("secret"))
@@ -251,7 +232,7 @@ async def jscode2session(request: Request) -> HTTPResponse:
 
 @bp.post("/wxa/business/getuserphonenumber")
 async def getuserphonenumber(request: Request) -> HTTPResponse:
-    redis = _redis(request)
+    redis = redis_of(request)
     appid, data, bad = await _open_call(request, "getuserphonenumber")
     if bad:
         return bad
@@ -281,7 +262,7 @@ async def getuserphonenumber(request: Request) -> HTTPResponse:
 @bp.post("/wxa/getwxacodeunlimit")
 async def getwxacodeunlimit(request: Request) -> HTTPResponse:
     """A real PNG (a QR code standing in for WeChat's round code) on success, JSON on failure."""
-    redis = _redis(request)
+    redis = redis_of(request)
     appid, data, bad = await _open_call(request, "getwxacodeunlimit")
     if bad:
         return bad
@@ -317,7 +298,7 @@ def _link_key(link_id: str) -> str:
 
 
 async def _make_link(request: Request, api: str, kind: str) -> HTTPResponse:
-    redis = _redis(request)
+    redis = redis_of(request)
     appid, data, bad = await _open_call(request, api)
     if bad:
         return bad
@@ -365,7 +346,7 @@ async def generatescheme(request: Request) -> HTTPResponse:
 @bp.get("/links/<link_id:str>")
 async def open_link(request: Request, link_id: str) -> HTTPResponse:
     """Phone side: what opening a URL link or scheme does (which app, page and query)."""
-    raw_link = await _redis(request).get(_link_key(link_id))
+    raw_link = await redis_of(request).get(_link_key(link_id))
     if raw_link is None:
         raise NotFound("no such link, or it expired")
     return respond(orjson.loads(raw_link))
@@ -374,18 +355,10 @@ async def open_link(request: Request, link_id: str) -> HTTPResponse:
 # -- subscribe messages and moderation ------------------------------------------------------------
 
 
-def _subs_key(openid: str) -> str:
-    return f"sandbox:wx:subs:{openid}"
-
-
-def _msgs_key(openid: str) -> str:
-    return f"sandbox:wx:msgs:{openid}"
-
-
 @bp.post("/cgi-bin/message/subscribe/send")
 async def subscribe_send(request: Request) -> HTTPResponse:
     """One send per accepted subscription; none left (or refused) → 43101."""
-    redis = _redis(request)
+    redis = redis_of(request)
     appid, data, bad = await _open_call(request, "subscribe_send")
     if bad:
         return bad
@@ -403,9 +376,9 @@ async def subscribe_send(request: Request) -> HTTPResponse:
         isinstance(v, dict) and isinstance(v.get("value"), str) for v in fields.values()
     ):
         return _wx(47003, "argument invalid! data.value invalid")
-    left = await redis.hincrby(_subs_key(openid), template, -1)
+    left = await redis.hincrby(state.subs_key(openid), template, -1)
     if left < 0:
-        await redis.hincrby(_subs_key(openid), template, 1)
+        await redis.hincrby(state.subs_key(openid), template, 1)
         return _wx(43101, _ERRMSG[43101])
     message = {
         "template_id": template,
@@ -414,15 +387,15 @@ async def subscribe_send(request: Request) -> HTTPResponse:
         "miniprogram_state": data.get("miniprogram_state", "formal"),
         "sent_at": int(time.time()),
     }
-    await redis.lpush(_msgs_key(openid), orjson.dumps(message))
-    await redis.ltrim(_msgs_key(openid), 0, 99)
+    await redis.lpush(state.msgs_key(openid), orjson.dumps(message))
+    await redis.ltrim(state.msgs_key(openid), 0, 99)
     return _ok(msgid=int(time.time() * 1000))
 
 
 @bp.post("/wxa/msg_sec_check")
 async def msg_sec_check(request: Request) -> HTTPResponse:
     """Text moderation v2; the verdict is what the control endpoint set (default pass)."""
-    redis = _redis(request)
+    redis = redis_of(request)
     appid, data, bad = await _open_call(request, "msg_sec_check")
     if bad:
         return bad
@@ -449,259 +422,4 @@ async def msg_sec_check(request: Request) -> HTTPResponse:
         result=result,
         detail=[{"strategy": "content_model", "errcode": 0, **result, "prob": 90}],
         trace_id=state.rand_id(24),
-    )
-
-
-# -- phone side -----------------------------------------------------------------------------------
-
-
-class NewUser(BaseModel):
-    appid: str | None = Field(default=None, max_length=32)
-    openid: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{6,64}$")
-    unionid: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{6,64}$")
-    phone: str | None = None
-
-
-class UserPatch(BaseModel):
-    unionid: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{6,64}$")
-    phone: str | None = None
-
-
-class Subscription(BaseModel):
-    template_id: str = Field(min_length=1, max_length=64)
-    count: int = Field(default=1, ge=1, le=1000)
-
-
-def _public(user: dict[str, Any]) -> dict[str, Any]:
-    return {"appid": user["appid"], "openid": user["openid"], "unionid": user.get("unionid")}
-
-
-async def _claim_unionid(redis: Redis, appid: str, unionid: str, openid: str) -> None:
-    """One unionid is one person: within one app it belongs to one openid."""
-    key = state.union_key(appid, unionid)
-    if not await redis.set(key, openid, nx=True):
-        holder = await redis.get(key)
-        if holder != openid:
-            raise Conflict(
-                f"unionid {unionid} already belongs to {holder} in {appid}",
-                code="SANDBOX_UNIONID_TAKEN",
-            )
-
-
-def _check_phone(phone: str | None) -> None:
-    if phone is not None and not _PHONE_RE.match(phone):
-        raise ValidationFailed("phone must be a mainland mobile number (11 digits)")
-
-
-@bp.post("/users")
-@body(NewUser)
-async def create_user(request: Request, payload: NewUser) -> HTTPResponse:
-    """A WeChat user of one app (the default app when appid is absent). A given unionid ties
-    users of different apps together (one person, one Open Platform account)."""
-    redis = _redis(request)
-    apps = [a.appid for a in _settings(request).apps]
-    appid = payload.appid or (apps[0] if apps else None)
-    if appid not in apps:
-        raise ValidationFailed(f"unknown appid {payload.appid!r}; GET /_sandbox/wechat/apps")
-    _check_phone(payload.phone)
-    openid = payload.openid or state.new_openid()
-    user = {
-        "appid": appid,
-        "openid": openid,
-        "unionid": payload.unionid,
-        "phone": payload.phone or state.new_phone(),
-        "session_key": None,
-    }
-    if not await redis.set(state.user_key(openid), orjson.dumps(user), nx=True):
-        raise Conflict(f"openid {openid} exists already", code="SANDBOX_USER_EXISTS")
-    if payload.unionid:
-        try:
-            await _claim_unionid(redis, appid, payload.unionid, openid)
-        except Conflict:
-            await redis.delete(state.user_key(openid))
-            raise
-    return respond(_public(user), status=201)
-
-
-async def _user_or_404(request: Request, openid: str) -> dict[str, Any]:
-    user = await get_user(_redis(request), openid)
-    if user is None:
-        raise NotFound(f"no sandbox user {openid}")
-    return user
-
-
-@bp.get("/users/<openid:str>")
-async def show_user(request: Request, openid: str) -> HTTPResponse:
-    return respond(_public(await _user_or_404(request, openid)))
-
-
-@bp.patch("/users/<openid:str>")
-@body(UserPatch)
-async def patch_user(request: Request, openid: str, payload: UserPatch) -> HTTPResponse:
-    """The app got bound to the Open Platform account: from now on logins carry a unionid."""
-    redis = _redis(request)
-    user = await _user_or_404(request, openid)
-    _check_phone(payload.phone)
-    if payload.unionid and payload.unionid != user.get("unionid"):
-        await _claim_unionid(redis, user["appid"], payload.unionid, openid)
-        if user.get("unionid"):
-            await redis.delete(state.union_key(user["appid"], user["unionid"]))
-        user["unionid"] = payload.unionid
-    if payload.phone:
-        user["phone"] = payload.phone
-    await put_user(redis, user)
-    return respond(_public(user))
-
-
-@bp.post("/users/<openid:str>/login-code")
-async def login_code(request: Request, openid: str) -> HTTPResponse:
-    """What wx.login() returns on this user's phone: a code good for 5 minutes, once."""
-    await _user_or_404(request, openid)
-    code = state.rand_id(32)
-    await _redis(request).set(state.code_key(code), openid, ex=CODE_TTL)
-    return respond({"code": code, "expires_in": CODE_TTL})
-
-
-@bp.post("/users/<openid:str>/phone-code")
-async def phone_code(request: Request, openid: str) -> HTTPResponse:
-    """What the getPhoneNumber button hands the app after the user agrees."""
-    await _user_or_404(request, openid)
-    code = state.rand_id(32)
-    await _redis(request).set(state.phone_code_key(code), openid, ex=CODE_TTL)
-    return respond({"code": code, "expires_in": CODE_TTL})
-
-
-@bp.post("/users/<openid:str>/subscriptions")
-@body(Subscription)
-async def accept_subscription(request: Request, openid: str, payload: Subscription) -> HTTPResponse:
-    """The user taps "allow" on wx.requestSubscribeMessage: `count` sends of that template."""
-    await _user_or_404(request, openid)
-    left = await _redis(request).hincrby(_subs_key(openid), payload.template_id, payload.count)
-    return respond({"template_id": payload.template_id, "remaining": left})
-
-
-@bp.get("/users/<openid:str>/messages")
-async def list_messages(request: Request, openid: str) -> HTTPResponse:
-    """The subscribe messages this user received, newest first."""
-    await _user_or_404(request, openid)
-    items = await _redis(request).lrange(_msgs_key(openid), 0, 99)
-    return respond({"items": [orjson.loads(i) for i in items]})
-
-
-@bp.get("/apps")
-async def list_apps(request: Request) -> HTTPResponse:
-    """The configured appids, the default first."""
-    apps = _settings(request).apps
-    return respond(
-        {
-            "items": [a.appid for a in apps],
-            "default": apps[0].appid if apps else None,
-            "apps": [{"appid": a.appid, "name": a.name} for a in apps],
-        }
-    )
-
-
-# -- controls (tests, demo) -----------------------------------------------------------------------
-
-
-class FailureRule(BaseModel):
-    api: str = Field(
-        description="jscode2session | getuserphonenumber | stable_token | getwxacodeunlimit | "
-        "generate_urllink | generatescheme | subscribe_send | msg_sec_check | *",
-        pattern=r"^[a-z0-9_]+$|^\*$",
-    )
-    errcode: int = Field(description="e.g. 45011 rate limit, 40226 high-risk user, -1 busy")
-    times: int = Field(default=1, ge=-1, description="how many calls fail; -1 until cleared")
-    openid: str | None = Field(default=None, description="only this user's calls")
-
-
-class MsgSecVerdict(BaseModel):
-    suggest: Literal["pass", "review", "risky"] = "pass"
-    label: int = 100
-    keywords: list[str] = Field(default_factory=list, description="empty: every text")
-
-
-class TokenTtl(BaseModel):
-    seconds: int = Field(ge=1, le=7200)
-
-
-class AppRef(BaseModel):
-    appid: str
-
-
-class Pages(BaseModel):
-    pages: list[str] = Field(default_factory=list, description="published pages; empty: any")
-
-
-@bp.post("/control/failures")
-@body(FailureRule)
-async def switch_failure(request: Request, payload: FailureRule) -> HTTPResponse:
-    if payload.times == 0:
-        raise ValidationFailed("times must be -1 or at least 1")
-    field = f"{payload.api}|{payload.openid}" if payload.openid else payload.api
-    rule = {"errcode": payload.errcode, "times": payload.times}
-    await _redis(request).hset(FAILURES, field, orjson.dumps(rule))
-    return respond({"field": field, **rule}, status=201)
-
-
-@bp.delete("/control/failures")
-async def clear_failures(request: Request) -> HTTPResponse:
-    await _redis(request).delete(FAILURES)
-    return respond({"cleared": True})
-
-
-@bp.put("/control/msg-sec")
-@body(MsgSecVerdict)
-async def set_msgsec(request: Request, payload: MsgSecVerdict) -> HTTPResponse:
-    redis = _redis(request)
-    await redis.delete(MSGSEC)
-    await redis.hset(
-        MSGSEC,
-        mapping={
-            "suggest": payload.suggest,
-            "label": payload.label,
-            "keywords": orjson.dumps(payload.keywords).decode(),
-        },
-    )
-    return respond(payload)
-
-
-@bp.post("/control/expire-token")
-@body(AppRef)
-async def expire_token(request: Request, payload: AppRef) -> HTTPResponse:
-    """The app's current access token expires now: the next call with it gets 42001."""
-    redis = _redis(request)
-    current = await redis.get(_current(payload.appid))
-    if current:
-        await redis.delete(_tok_valid(current), _current(payload.appid))
-    return respond({"expired": bool(current)})
-
-
-@bp.put("/control/token-ttl")
-@body(TokenTtl)
-async def set_token_ttl(request: Request, payload: TokenTtl) -> HTTPResponse:
-    await _redis(request).hset(CONF, "token_ttl", payload.seconds)
-    return respond({"seconds": payload.seconds})
-
-
-@bp.put("/control/pages")
-@body(Pages)
-async def set_pages(request: Request, payload: Pages) -> HTTPResponse:
-    """Which pages are published (getwxacodeunlimit with check_path answers 41030 for others)."""
-    redis = _redis(request)
-    await redis.delete("sandbox:wx:pages")
-    if payload.pages:
-        await redis.sadd("sandbox:wx:pages", *payload.pages)
-    return respond({"pages": payload.pages})
-
-
-@bp.get("/control/stats")
-async def stats(request: Request) -> HTTPResponse:
-    """How many times each API was called (tests check single-flight token refresh with it)."""
-    counts = await _redis(request).hgetall(STATS)
-    return respond(
-        {
-            "calls": {k: int(v) for k, v in counts.items()},
-            "at": datetime.now(UTC).isoformat(),
-        }
     )

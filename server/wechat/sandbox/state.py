@@ -34,6 +34,26 @@ def phone_code_key(code: str) -> str:
     return f"sandbox:wx:phonecode:{code}"
 
 
+def token_key(token: str) -> str:
+    return f"sandbox:wx:tok:{token}"
+
+
+def issued_key(token: str) -> str:
+    return f"sandbox:wx:issued:{token}"
+
+
+def current_token_key(appid: str) -> str:
+    return f"sandbox:wx:at:{appid}"
+
+
+def subs_key(openid: str) -> str:
+    return f"sandbox:wx:subs:{openid}"
+
+
+def msgs_key(openid: str) -> str:
+    return f"sandbox:wx:msgs:{openid}"
+
+
 CONF = "sandbox:wx:conf"
 STATS = "sandbox:wx:stats"
 FAILURES = "sandbox:wx:fail"
@@ -58,6 +78,11 @@ def new_session_key() -> str:
 
 def new_phone() -> str:
     return "13" + "".join(secrets.choice(string.digits) for _ in range(9))
+
+
+def redis_of(request: Any) -> Redis:
+    """The sandbox's Redis: one node, even where the app's Redis is a cluster."""
+    return request.app.ctx.sandbox_redis
 
 
 async def get_user(redis: Redis, openid: str) -> dict[str, Any] | None:
