@@ -652,6 +652,16 @@ def _demo_group_buy_walkthrough(base: str) -> dict[str, Any]:
         return activity
 
 
+def test_every_module_stays_under_600_lines() -> None:
+    """Modules a newcomer finds by name: past 600 lines one holds several concerns."""
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / "server").rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 600
+    }
+    assert long == {}, f"split these by concern: {long}"
+
+
 def test_readme_documents_every_setting() -> None:
     """The README's configuration table names every HAODIAN_* variable Settings reads."""
     readme = (ROOT / "README.md").read_text()
