@@ -699,6 +699,10 @@ async def test_a_segment_holds_exactly_who_its_rule_says_and_targets_a_coupon(
             f"/api/v1/coupon-center/{template['id']}/claim", headers=outsider["headers"]
         )
         assert r.status_code == 409 and error_code(r) == "CLAIM_NOT_FOR_YOU"
+        centre = (await api.get("/api/v1/coupon-center", headers=outsider["headers"])).json()
+        assert template["id"] not in [i["template_id"] for i in centre["items"]]  # not offered
+    centre = (await api.get("/api/v1/coupon-center", headers=regular["headers"])).json()
+    assert template["id"] in [i["template_id"] for i in centre["items"]]
     campaign = await make_template(api, op, name="tofu campaign", in_center=False)
     r = await api.post(
         "/api/v1/admin/coupon-issuances",

@@ -33,7 +33,8 @@ from server.coupons.wallet import coupon_out, template_part
 from server.infra.batching import GroupWriter
 from server.infra.clock import iso_local, utcnow
 from server.infra.db import rows_source
-from server.infra.errors import Conflict, RateLimited, Unavailable
+from server.infra.errors import BadRequest, Conflict, RateLimited, Unavailable
+from server.infra.models import IDEMPOTENCY_KEY_MAX
 
 CLAIM_RPS = 20  # claims a member may send a second, per template: a tap-happy shopper
 
@@ -54,6 +55,7 @@ class ClaimRow:
     valid_from: datetime
     valid_until: datetime
     at: datetime
+    request_key: str  # "" = none
 
 
 _COLUMNS = [
@@ -64,14 +66,15 @@ _COLUMNS = [
     ("valid_from", "timestamptz"),
     ("valid_until", "timestamptz"),
     ("at", "timestamptz"),
+    ("request_key", "text"),
 ]
 
 
 _INSERT = (
     "INSERT INTO coupon (template_id, member_id, claim_seq, unit, valid_from, valid_until,"
-    " status, created_at, updated_at)"
+    " request_key, status, created_at, updated_at)"
     " SELECT r.template_id, r.member_id, r.claim_seq, r.unit, r.valid_from, r.valid_until,"
-    " 'unused', r.at, r.at FROM {src}"
+    " NULLIF(r.request_key, ''), 'unused', r.at, r.at FROM {src}"
     " JOIN coupon_template t ON t.id = r.template_id"
     " AND r.unit <= t.total AND r.claim_seq <= t.per_member_limit"
     " WHERE true ON CONFLICT DO NOTHING"
@@ -87,7 +90,16 @@ async def write_claims(rows: list[ClaimRow]) -> list[int | None]:
         conn,
         _COLUMNS,
         [
-            (r.template_id, r.member_id, r.claim_seq, r.unit, r.valid_from, r.valid_until, r.at)
+            (
+                r.template_id,
+                r.member_id,
+                r.claim_seq,
+                r.unit,
+                r.valid_from,
+                r.valid_until,
+                r.at,
+                r.request_key,
+            )
             for r in rows
         ],
     )
@@ -123,9 +135,19 @@ async def claim(scripts: Any, member_id: int, template_id: int, request_key: str
     if reason is None and t.audience_segment_id:
         if not await audience().contains(t.audience_segment_id, member_id):
             reason = "NOT_FOR_YOU"
+    req = request_key
+    if len(req) > IDEMPOTENCY_KEY_MAX:
+        raise BadRequest(
+            f"Idempotency-Key must be at most {IDEMPOTENCY_KEY_MAX} characters",
+            code="IDEMPOTENCY_KEY_INVALID",
+        )
     if reason:
+        # A retry of a claim that got its coupon (its answer lost on the way) is answered with
+        # that coupon, even once the template is paused or its window has closed.
+        first = await claimed_with(t.id, member_id, req) if req else None
+        if first is not None:
+            return Claimed(coupon_out(first, t), True)
         raise Conflict(_REFUSALS[reason], code=f"CLAIM_{reason}")
-    req = request_key[:64]
     keys, fixed = stock.claim_head(t, CLAIM_RPS)
     valid_from, valid_until = validity(t, now)
     for _ in range(4):
@@ -149,7 +171,7 @@ async def claim(scripts: Any, member_id: int, template_id: int, request_key: str
             )
         else:
             raise Unavailable(f"unexpected answer from the claim script: {res!r}")
-        row = ClaimRow(t.id, member_id, seq, unit, valid_from, valid_until, now)
+        row = ClaimRow(t.id, member_id, seq, unit, valid_from, valid_until, now, req)
         coupon_id = await _writer.submit(row)
         if coupon_id is not None:
             return Claimed(_written(coupon_id, row, t), replayed)
@@ -206,6 +228,16 @@ async def _refused(
     return None
 
 
+async def claimed_with(template_id: int, member_id: int, request_key: str) -> Coupon | None:
+    """The member's coupon of this template claimed with this Idempotency-Key, if any."""
+    return await Coupon.get_or_none(
+        template_id=template_id,
+        member_id=member_id,
+        claim_seq__not_isnull=True,
+        request_key=request_key,
+    )
+
+
 async def member_claims(template_id: int, member_id: int) -> int:
     """The member's highest claim number of the template (their next claim is one above)."""
     top = (
@@ -236,6 +268,9 @@ async def center(scripts: Any, member_id: int) -> list[dict[str, Any]]:
     out = []
     for t in templates:
         reason = claim_window_reason(t, now, tier)
+        if reason is None and t.audience_segment_id:
+            if not await audience().contains(t.audience_segment_id, member_id):
+                reason = "NOT_FOR_YOU"
         if reason in ("ENDED", "NOT_FOR_YOU", "NOT_AVAILABLE"):
             continue
         remaining = await stock.units_left(scripts, t)

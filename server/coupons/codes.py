@@ -10,6 +10,7 @@ from server.coupons.models import (
 )
 from server.coupons.wallet import coupon_status, get_member_coupon
 from server.infra import livecodes
+from server.infra.clock import iso_local, utcnow
 from server.infra.errors import Conflict
 
 CODE_TTL = livecodes.TTL
@@ -45,6 +46,10 @@ async def issue_code(redis: Any, secret: bytes, member_id: int, coupon_id: int) 
         raise Conflict("this coupon was taken back", code="COUPON_VOID")
     if c.template.channel == Channel.ONLINE:
         raise Conflict("this coupon is for online orders only", code="COUPON_NOT_FOR_STORE")
+    if utcnow() < c.valid_from:
+        raise Conflict(
+            f"this coupon can be used from {iso_local(c.valid_from)}", code="COUPON_NOT_YET_VALID"
+        )
     return await livecodes.issue(redis, sign_code(secret, c.id, member_id))
 
 

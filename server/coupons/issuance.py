@@ -44,6 +44,13 @@ async def create_issuance(
             "this template's coupons are granted by another scenario (e.g. group-buy vouchers)",
             code="TEMPLATE_GRANTED_ONLY",
         )
+    if not t.active:
+        raise Conflict("this template is paused; resume it to send it", code="TEMPLATE_PAUSED")
+    if not t.valid_days and t.valid_until and t.valid_until <= utcnow():
+        raise Conflict(
+            "this template's coupons have all expired (its valid_until has passed)",
+            code="TEMPLATE_EXPIRED",
+        )
     if segment_id is not None:
         member_ids = await audience().members(segment_id)
     members = sorted(set(member_ids))  # a member listed twice gets one coupon

@@ -128,6 +128,10 @@ class Coupon(TimestampedModel):
     claim_seq = fields.IntField(null=True)
     # Its unit of the template's total (1..total), whoever handed it out: unique per template.
     unit = fields.IntField(null=True)
+    # The claim's Idempotency-Key: a retry after Redis forgot its answers (a restart, a
+    # refusal checked before Redis) still finds this coupon. Not indexed: it is read by
+    # (template, member), or by the warm-up of a template.
+    request_key = fields.CharField(max_length=128, null=True)
     issuance = fields.ForeignKeyField(
         "coupons.CouponIssuance",
         related_name="coupons",

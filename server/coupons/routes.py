@@ -4,6 +4,7 @@ codes, clerks' write-offs, and the counter's scanner page at /staff/scan."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
@@ -25,8 +26,10 @@ from server.coupons import schemas as s
 from server.infra.auth import authenticated, bearer
 from server.infra.errors import AppError, NotFound, Unavailable
 from server.infra.http import body, error_answer, query, respond, returns
+from server.orders.idempotency import run_once
 
 api = Blueprint("coupons", url_prefix="/api/v1")
+CAMPAIGN_ROLES = ("admin", "marketing")  # who may make coupons; any operator may read them
 page_bp = Blueprint("coupons_pages")
 SCAN_PAGE = Path(__file__).parent / "static" / "scan.html"
 
@@ -42,7 +45,7 @@ def _revoke_minutes(request: Request) -> int:
 
 
 @api.post("/admin/coupon-templates")
-@authenticated("operator")
+@authenticated("operator", roles=CAMPAIGN_ROLES)
 @body(s.TemplateIn)
 @returns(s.TemplateOut, 201)
 async def create_template(request: Request, payload: s.TemplateIn) -> HTTPResponse:
@@ -70,14 +73,14 @@ async def get_template(request: Request, template_id: int) -> HTTPResponse:
 
 
 @api.patch("/admin/coupon-templates/<template_id:int>")
-@authenticated("operator")
+@authenticated("operator", roles=CAMPAIGN_ROLES)
 @body(s.TemplatePatch)
 @returns(s.TemplateOut)
 async def patch_template(
     request: Request, template_id: int, payload: s.TemplatePatch
 ) -> HTTPResponse:
     """Pause or resume a template, hide it from the centre, end its claim window."""
-    t = await templates.update_template(template_id, payload.model_dump())
+    t = await templates.update_template(template_id, payload.model_dump(exclude_unset=True))
     return respond(await templates.template_view(request.app.ctx.scripts, t))
 
 
@@ -90,23 +93,32 @@ async def template_stats(request: Request, template_id: int) -> HTTPResponse:
 
 
 @api.post("/admin/coupon-issuances")
-@authenticated("operator")
+@authenticated("operator", roles=CAMPAIGN_ROLES)
+@openapi.parameter("Idempotency-Key", str, location="header")
 @body(s.IssuanceIn)
 @returns(s.IssuanceOut, 202)
 async def create_issuance(request: Request, payload: s.IssuanceIn) -> HTTPResponse:
-    """Send a template to a list of members in the background; poll the returned id."""
-    i = await issuance.create_issuance(
-        payload.template_id,
-        payload.member_ids,
-        request.ctx.principal.subject,
-        segment_id=payload.audience_segment_id,
+    """Send a template to a list of members in the background; poll the returned id. Send an
+    Idempotency-Key: a retried POST gets the first issuance, never a second one."""
+    operator = request.ctx.principal.subject
+
+    async def work() -> tuple[int, dict[str, Any]]:
+        segment = payload.audience_segment_id
+        i = await issuance.create_issuance(
+            payload.template_id, payload.member_ids, operator, segment_id=segment
+        )
+        await request.app.ctx.jobs.enqueue_job("issue_coupons", i.id, _job_id=f"cp-issuance:{i.id}")
+        return 202, issuance.issuance_out(i)
+
+    key = request.headers.get("idempotency-key")
+    status, answer = await run_once(
+        f"operator:{operator}:POST /admin/coupon-issuances", key, payload.model_dump(), work
     )
-    await request.app.ctx.jobs.enqueue_job("issue_coupons", i.id, _job_id=f"cp-issuance:{i.id}")
-    return respond(issuance.issuance_out(i), status=202)
+    return respond(answer, status=status)
 
 
 @api.post("/admin/coupon-issuances/<issuance_id:int>/run")
-@authenticated("operator")
+@authenticated("operator", roles=CAMPAIGN_ROLES)
 @returns(s.IssuanceOut, 202)
 async def rerun_issuance(request: Request, issuance_id: int) -> HTTPResponse:
     """Run an issuance again (after a crash or after adding stock); it resumes where it
@@ -141,10 +153,15 @@ async def coupon_center(request: Request) -> HTTPResponse:
 @openapi.secured("BearerAuth")
 @openapi.parameter("Idempotency-Key", str, location="header")
 @returns(s.ClaimOut, 201)
+@returns(s.ClaimOut, 200)
 async def claim(request: Request, template_id: int) -> HTTPResponse:
-    """Claim one coupon: 201 with it (in your coupons at once); 409 COUPON_SOLD_OUT /
-    LIMIT_REACHED / CLAIM_NOT_STARTED / CLAIM_ENDED / CLAIM_NOT_FOR_YOU; 429 when you send
-    more than 20 a second. Send an Idempotency-Key: a retry gets the same coupon (200).
+    """Claim one coupon from the centre.
+
+    201 with the coupon (in your coupons at once); 200 with the same coupon for a retry
+    with the same Idempotency-Key (`replayed: true`); 409 COUPON_SOLD_OUT, LIMIT_REACHED,
+    CLAIM_NOT_STARTED, CLAIM_ENDED, CLAIM_NOT_FOR_YOU or CLAIM_NOT_AVAILABLE (paused,
+    hidden from the centre, or given only by another scenario); 429 when you send more
+    than 20 a second; 400 IDEMPOTENCY_KEY_INVALID for a key over 128 characters.
 
     A hot path, written like the flash-sale grab: the token answered by this worker's
     RevocationWatch, one Redis script, one grouped INSERT, errors rendered here."""

@@ -6,20 +6,28 @@ from datetime import date as Day
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from server.infra.models import MAX_ID, Id
 
 Kind = Literal["amount_off", "percent_off", "threshold", "free_item"]
 ChannelName = Literal["online", "store", "both"]
 
 
+MAX_OFF_FEN = 100_000_000  # ¥1,000,000: no coupon is worth more
+MAX_SPEND_FEN = 2_000_000_000  # what an INT column of fen holds, with room
+
+
 class TemplateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a default
+
     name: str = Field(min_length=1, max_length=64)
     kind: Kind
-    amount_off_fen: int | None = Field(default=None, ge=0)
+    amount_off_fen: int | None = Field(default=None, ge=0, le=MAX_OFF_FEN)
     percent_off: int | None = None
-    max_off_fen: int | None = Field(default=None, ge=1)
-    threshold_fen: int | None = Field(default=None, ge=1)
-    free_sku_id: int | None = None
+    max_off_fen: int | None = Field(default=None, ge=1, le=MAX_OFF_FEN)
+    threshold_fen: int | None = Field(default=None, ge=1, le=MAX_SPEND_FEN)
+    free_sku_id: Id | None = None
     free_item_name: str = Field(default="", max_length=64)
     total: int = Field(ge=1, le=100_000_000)
     per_member_limit: int = Field(default=1, ge=1, le=100)
@@ -29,12 +37,12 @@ class TemplateIn(BaseModel):
     claim_from: datetime | None = None
     claim_until: datetime | None = None
     channel: ChannelName = "both"
-    store_ids: list[int] = Field(default_factory=list, max_length=5000)
-    sku_ids: list[int] = Field(default_factory=list, max_length=5000)
-    category_ids: list[int] = Field(default_factory=list, max_length=1000)
+    store_ids: list[Id] = Field(default_factory=list, max_length=5000)
+    sku_ids: list[Id] = Field(default_factory=list, max_length=5000)
+    category_ids: list[Id] = Field(default_factory=list, max_length=1000)
     audience_tiers: list[str] = Field(default_factory=list, max_length=20)
     audience_segment_id: int | None = Field(
-        default=None, ge=1, le=2**63 - 1, description="only members of this segment may claim"
+        default=None, ge=1, le=MAX_ID, description="only members of this segment may claim"
     )
     in_center: bool = True
 
@@ -42,8 +50,12 @@ class TemplateIn(BaseModel):
     def _rules(self) -> TemplateIn:
         """Each kind needs its own numbers; say exactly which one is wrong."""
         k = self.kind
+        if not self.name.strip():
+            raise ValueError("name must say something (it is what shoppers see)")
         if k in ("amount_off", "threshold") and not self.amount_off_fen:
             raise ValueError(f"a {k} coupon needs amount_off_fen > 0")
+        if k in ("percent_off", "free_item") and self.amount_off_fen:
+            raise ValueError(f"amount_off_fen is for amount_off and threshold coupons, not {k}")
         if k == "percent_off":
             if self.percent_off is None or not 1 <= self.percent_off <= 100:
                 raise ValueError("percent_off must be between 1 and 100 (15 means 15% off)")
@@ -76,10 +88,18 @@ class TemplateIn(BaseModel):
                 raise ValueError(f"{name} needs a time zone offset, e.g. 2026-11-11T00:00:00+08:00")
         if self.channel == "online" and self.store_ids:
             raise ValueError("store_ids only make sense for coupons usable in stores")
+        self.store_ids = sorted(set(self.store_ids))
+        self.sku_ids = sorted(set(self.sku_ids))
+        self.category_ids = sorted(set(self.category_ids))
+        self.audience_tiers = sorted(set(self.audience_tiers))
         return self
 
 
 class TemplatePatch(BaseModel):
+    """Only the fields sent change; `claim_until: null` opens the claim window's end again."""
+
+    model_config = ConfigDict(extra="forbid")
+
     active: bool | None = None
     total: int | None = Field(
         default=None, ge=1, le=100_000_000, description="more stock (a total never shrinks)"
@@ -87,12 +107,18 @@ class TemplatePatch(BaseModel):
     in_center: bool | None = None
     claim_until: datetime | None = None
 
+    @model_validator(mode="after")
+    def _offset(self) -> TemplatePatch:
+        if self.claim_until is not None and self.claim_until.tzinfo is None:
+            raise ValueError("claim_until needs a time zone offset, e.g. 2026-11-11T00:00:00+08:00")
+        return self
+
 
 class IssuanceIn(BaseModel):
-    template_id: int
-    member_ids: list[int] = Field(default_factory=list, max_length=1_000_000)
+    template_id: Id
+    member_ids: list[Id] = Field(default_factory=list, max_length=1_000_000)
     audience_segment_id: int | None = Field(
-        default=None, ge=1, le=2**63 - 1, description="instead of member_ids: the segment now"
+        default=None, ge=1, le=MAX_ID, description="instead of member_ids: the segment now"
     )
 
     @model_validator(mode="after")
@@ -116,8 +142,10 @@ class MyCouponsQuery(BaseModel):
 
 
 class WriteOffsQuery(BaseModel):
-    date: Day | None = None  # a day in Asia/Shanghai; default today
-    store_id: int | None = None
+    date: Day | None = Field(  # a day in Asia/Shanghai; default today
+        default=None, ge=Day(2000, 1, 1), le=Day(2099, 12, 31)
+    )
+    store_id: Id | None = None
 
 
 class TemplateOut(BaseModel):
@@ -137,6 +165,15 @@ class TemplateOut(BaseModel):
     valid_until: str | None
     channel: ChannelName
     store_ids: list[int]
+    sku_ids: list[int]
+    category_ids: list[int]
+    free_sku_id: int | None
+    free_item_name: str
+    claim_from: str | None
+    claim_until: str | None
+    in_center: bool
+    audience_tiers: list[str]
+    audience_segment_id: int | None
     active: bool
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,30 @@ async def _warm(scripts: Any, template_id: int) -> bool:
     items = list(counts.items())
     for i in range(0, len(items), WARM_CHUNK):
         await client.hset(staged_members, mapping=dict(items[i : i + WARM_CHUNK]))
+    await _warm_answers(client, template_id)
     await scripts.run(WARM, [*unit_keys(template_id), staged_free, staged_members], [top + 1])
     return True
+
+
+async def _warm_answers(client: Any, template_id: int) -> None:
+    """The answers of the last two days' claims sent with an Idempotency-Key, back in Redis
+    before the template is warm: a retry after the restart gets its coupon, not a second."""
+    since = time.time() // DAY * DAY - DAY  # the start of yesterday: what `answer_keys` reads
+    rows = await Coupon.filter(
+        template_id=template_id,
+        claim_seq__not_isnull=True,
+        request_key__not_isnull=True,
+        created_at__gte=datetime.fromtimestamp(since, UTC),
+    ).values_list("member_id", "request_key", "claim_seq", "unit", "created_at")
+    days: dict[str, dict[str, str]] = {}
+    for member_id, key, seq, unit, at in rows:
+        day_key = f"{tag(template_id)}:req:{int(at.timestamp() // DAY)}"
+        days.setdefault(day_key, {})[f"{member_id}:{key}"] = f"{seq}:{unit}"
+    for day_key, answers in days.items():
+        items = list(answers.items())
+        for i in range(0, len(items), WARM_CHUNK):
+            await client.hset(day_key, mapping=dict(items[i : i + WARM_CHUNK]))
+        await client.expire(day_key, 2 * DAY)
 
 
 @dataclass

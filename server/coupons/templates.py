@@ -13,7 +13,7 @@ from server.coupons.models import (
     CouponKind,
     CouponTemplate,
 )
-from server.infra.clock import iso_local
+from server.infra.clock import iso_local, utcnow
 from server.infra.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from server.infra.memo import Recent
 
@@ -48,6 +48,17 @@ def audience() -> Any:
 async def create_template(data: dict[str, Any]) -> CouponTemplate:
     if data.get("audience_segment_id"):
         await audience().get_segment(data["audience_segment_id"])
+    if data.get("audience_tiers"):
+        known = set(await audience().tier_codes())
+        if unknown := sorted(set(data["audience_tiers"]) - known):
+            raise ValidationFailed(f"no such member tiers: {unknown} (the tiers: {sorted(known)})")
+    if data.get("valid_until") and data["valid_until"] <= utcnow():
+        raise ValidationFailed("valid_until has passed: every coupon of this template is expired")
+    if data.get("free_sku_id"):
+        from server.catalog.models import Sku
+
+        if not await Sku.exists(id=data["free_sku_id"]):
+            raise ValidationFailed(f"no such SKU: {data['free_sku_id']}")
     if data.get("store_ids"):
         from server.stores.models import Store
 
@@ -71,7 +82,10 @@ async def list_templates(limit: int = 200) -> list[CouponTemplate]:
 
 async def update_template(template_id: int, changes: dict[str, Any]) -> CouponTemplate:
     t = await get_template(template_id)
-    changes = {k: v for k, v in changes.items() if v is not None}
+    # Sent as null: only the end of the claim window means something (no end).
+    changes = {k: v for k, v in changes.items() if v is not None or k == "claim_until"}
+    if changes.get("claim_until") and t.claim_from and changes["claim_until"] <= t.claim_from:
+        raise ValidationFailed("claim_until must be after claim_from")
     if t.granted_only and changes.get("in_center"):
         raise Conflict(
             "this template's coupons are granted by another scenario (e.g. group-buy vouchers)"
@@ -114,6 +128,15 @@ def template_out(t: CouponTemplate, left: int) -> dict[str, Any]:
         "valid_until": iso_local(t.valid_until),
         "channel": t.channel.value,
         "store_ids": t.store_ids,
+        "sku_ids": t.sku_ids,
+        "category_ids": t.category_ids,
+        "free_sku_id": t.free_sku_id,
+        "free_item_name": t.free_item_name,
+        "claim_from": iso_local(t.claim_from),
+        "claim_until": iso_local(t.claim_until),
+        "in_center": t.in_center,
+        "audience_tiers": t.audience_tiers,
+        "audience_segment_id": t.audience_segment_id,
         "active": t.active,
     }
 

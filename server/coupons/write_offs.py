@@ -4,7 +4,7 @@ revoke it within minutes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from tortoise.transactions import in_transaction
@@ -69,6 +69,17 @@ async def write_off(
         raise CodeInvalid("the code does not match a coupon")
     t = c.template
     now = utcnow()
+    # Where first: a clerk learns nothing of a coupon their stores cannot take.
+    staff = await staff_info(staff_id)
+    if store_id is not None and store_id not in staff.store_ids:
+        raise StoreNotAllowed("you are not staff of that store")
+    if t.channel == Channel.ONLINE:
+        raise Conflict("this coupon is for online orders only", code="COUPON_NOT_FOR_STORE")
+    allowed = [s for s in staff.store_ids if not t.store_ids or s in t.store_ids]
+    if store_id is not None:
+        allowed = [store_id] if store_id in allowed else []
+    if not allowed:
+        raise StoreNotAllowed("this coupon cannot be used at your store")
     if c.status == CouponStatus.USED:
         raise AlreadyUsed("this coupon has already been used")
     if c.status == CouponStatus.LOCKED:
@@ -79,16 +90,6 @@ async def write_off(
         raise Conflict("this coupon has expired", code="COUPON_EXPIRED")
     if now < c.valid_from:
         raise Conflict("this coupon is not valid yet", code="COUPON_NOT_YET_VALID")
-    if t.channel == Channel.ONLINE:
-        raise Conflict("this coupon is for online orders only", code="COUPON_NOT_FOR_STORE")
-    staff = await staff_info(staff_id)
-    allowed = [s for s in staff.store_ids if not t.store_ids or s in t.store_ids]
-    if store_id is not None:
-        if store_id not in staff.store_ids:
-            raise StoreNotAllowed("you are not staff of that store")
-        allowed = [store_id] if store_id in allowed else []
-    if not allowed:
-        raise StoreNotAllowed("this coupon cannot be used at your store")
     at_store = allowed[0]
     async with in_transaction() as conn:
         changed = (
@@ -174,7 +175,8 @@ async def list_write_offs(
             raise StoreNotAllowed("you are not staff of that store")
         stores = [store_id]
     day = day or utcnow().astimezone(SHANGHAI).date()
-    start = datetime(day.year, day.month, day.day, tzinfo=SHANGHAI)
+    # The day's bounds in UTC, as times are stored (SQLite compares them as text).
+    start = datetime(day.year, day.month, day.day, tzinfo=SHANGHAI).astimezone(UTC)
     rows = (
         await WriteOff.filter(
             store_id__in=stores, created_at__gte=start, created_at__lt=start + timedelta(days=1)

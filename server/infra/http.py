@@ -20,6 +20,7 @@ from sanic_ext.extensions.openapi.builders import OperationStore
 from sanic_ext.extensions.openapi.definitions import Component
 
 from server.infra.errors import AppError, BadRequest, ValidationFailed
+from server.infra.models import IDEMPOTENCY_KEY_MAX
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -87,9 +88,10 @@ def json_object(request: Request) -> dict[str, Any]:
 def idempotency_key(request: Request) -> str:
     """The Idempotency-Key a stock- or money-moving POST must carry."""
     key = request.headers.get("idempotency-key", "")
-    if not 0 < len(key) <= 128:
+    if not 0 < len(key) <= IDEMPOTENCY_KEY_MAX:
         raise BadRequest(
-            "send an Idempotency-Key header (1-128 characters)", code="IDEMPOTENCY_KEY_REQUIRED"
+            f"send an Idempotency-Key header (1-{IDEMPOTENCY_KEY_MAX} characters)",
+            code="IDEMPOTENCY_KEY_REQUIRED",
         )
     return key
 

@@ -207,6 +207,13 @@ async def compute_all(now: datetime | None = None) -> dict[str, int]:
     return {"rfm_members": rfm, "segments": len(sizes)}
 
 
+async def tier_codes() -> list[str]:
+    """The member tiers a coupon template may be limited to."""
+    from server.membership import service
+
+    return [service.tier_view(t)["code"] for t in await service.tiers()]
+
+
 async def contains(segment_id: int, member_id: int) -> bool:
     return await SegmentMember.exists(segment_id=segment_id, member_id=member_id)
 

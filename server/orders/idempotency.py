@@ -17,9 +17,10 @@ import orjson
 from tortoise.exceptions import IntegrityError
 
 from server.infra.errors import AppError, BadRequest, Conflict, ValidationFailed
+from server.infra.models import IDEMPOTENCY_KEY_MAX
 from server.orders.models import IdempotentRequest
 
-MAX_KEY_LENGTH = 128
+MAX_KEY_LENGTH = IDEMPOTENCY_KEY_MAX
 
 
 def request_fingerprint(payload: Any) -> str:
