@@ -269,3 +269,33 @@ async def test_issuance_killed_with_sigkill_resumes_with_one_coupon_per_member(
     assert rows[0] == {"n": n, "members": n, "units": n, "lo": 1, "hi": n}, rows
     got = (await api.get(f"/api/v1/admin/coupon-issuances/{i.id}", headers=op)).json()
     assert (got["status"], got["issued"], got["progress"]) == ("done", n, 1.0)
+
+
+async def test_a_resumed_issuance_with_bigger_batches_goes_on_past_a_killed_batchs_units(
+    api: httpx.AsyncClient, op: dict[str, str], redis: Any
+) -> None:
+    """A run killed mid-batch had taken units for its batch (here 3) under the batch's request
+    key; the resumed run, in batches of 10, replays those 3 for its first batch. That is not
+    the template running out: the run goes on and every member gets one coupon."""
+    from server.coupons import stock, templates
+    from server.infra.redis import Scripts
+
+    scripts = Scripts(redis)
+    nick = f"resume-{uuid.uuid4().hex[:6]}"
+    await Member.bulk_create([Member(nickname=nick) for _ in range(20)])
+    ids = sorted(
+        await Member.filter(nickname=nick)
+        .order_by("-id")
+        .limit(20)
+        .values_list("id", flat=True)
+    )
+    assert len(ids) == 20
+    t = await make_template(api, op, name="Resume with bigger batches", total=20, in_center=False)
+    i = await issuance.create_issuance(t["id"], ids, None)
+    template = await templates.get_template(t["id"])
+    killed = await stock.take_units(scripts, template, 3, f"iss:{i.id}:0")  # then kill -9
+    assert len(killed) == 3
+    done = await issuance.run_issuance(scripts, i.id, batch=10)
+    assert (done.status, done.issued, done.position) == ("done", 20, 20), done.message
+    coupons = await Coupon.filter(issuance_id=i.id).values_list("member_id", "unit")
+    assert sorted(m for m, _ in coupons) == ids and len({u for _, u in coupons}) == 20

@@ -68,6 +68,10 @@ async def create_issuance(
                 f" SELECT {int(i.id)}, r.member_id FROM {src}",
                 params,
             )
+    if conn.capabilities.dialect == "postgres":
+        # A list of a million rows the planner has not seen: without fresh statistics it reads
+        # the whole remaining list and sorts it for every batch, instead of walking the index.
+        await connections.get("default").execute_script("ANALYZE coupon_issuance_member")
     return i
 
 
@@ -160,11 +164,13 @@ async def _issue_batch(
         rows = await conn.execute_query_dict(
             dialect_sql(
                 conn,
-                "SELECT im.member_id, m.id AS known, c.id AS has"
+                # The coupon a member already has, looked up per member by both keys: a join
+                # here let PostgreSQL, its statistics taken while the tables were empty, scan
+                # every coupon of the issuance for each member (each batch slower than the last).
+                "SELECT im.member_id, m.id AS known, (SELECT c.id FROM coupon c"
+                " WHERE c.issuance_id = im.issuance_id AND c.member_id = im.member_id) AS has"
                 " FROM coupon_issuance_member im"
                 " LEFT JOIN member m ON m.id = im.member_id"
-                " LEFT JOIN coupon c ON c.issuance_id = im.issuance_id"
-                " AND c.member_id = im.member_id"
                 " WHERE im.issuance_id = $1 AND im.member_id > $2"
                 " ORDER BY im.member_id LIMIT $3",
             ),
@@ -186,8 +192,11 @@ async def _issue_batch(
                 f" {_at(conn, now)}, {_at(conn, now)} FROM {src}",
                 params,
             )
-        sold_out = len(give) < len(todo)
-        if sold_out:  # stop just before the first member left without one
+        short = len(give) < len(todo)
+        # Fewer units than members: the template ran out, or this batch replayed the units a
+        # run killed mid-batch had taken for a smaller batch (then go on; the request is spent).
+        sold_out = short and await stock.units_left(scripts, t) == 0
+        if short:  # stop just before the first member left without one
             first_left = todo[len(give)]
             done = next(n for n, r in enumerate(rows) if r["member_id"] == first_left)
         else:
