@@ -284,10 +284,7 @@ async def test_a_resumed_issuance_with_bigger_batches_goes_on_past_a_killed_batc
     nick = f"resume-{uuid.uuid4().hex[:6]}"
     await Member.bulk_create([Member(nickname=nick) for _ in range(20)])
     ids = sorted(
-        await Member.filter(nickname=nick)
-        .order_by("-id")
-        .limit(20)
-        .values_list("id", flat=True)
+        await Member.filter(nickname=nick).order_by("-id").limit(20).values_list("id", flat=True)
     )
     assert len(ids) == 20
     t = await make_template(api, op, name="Resume with bigger batches", total=20, in_center=False)
