@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -140,22 +141,23 @@ async def patch_user(request: Request, openid: str, payload: UserPatch) -> HTTPR
     return respond(_public(user))
 
 
+async def _one_time_code(request: Request, openid: str, key: Callable[[str], str]) -> HTTPResponse:
+    await _user_or_404(request, openid)
+    code = state.rand_id(32)
+    await redis_of(request).set(key(code), openid, ex=CODE_TTL)
+    return respond({"code": code, "expires_in": CODE_TTL})
+
+
 @bp.post("/users/<openid:str>/login-code")
 async def login_code(request: Request, openid: str) -> HTTPResponse:
     """What wx.login() returns on this user's phone: a code good for 5 minutes, once."""
-    await _user_or_404(request, openid)
-    code = state.rand_id(32)
-    await redis_of(request).set(state.code_key(code), openid, ex=CODE_TTL)
-    return respond({"code": code, "expires_in": CODE_TTL})
+    return await _one_time_code(request, openid, state.code_key)
 
 
 @bp.post("/users/<openid:str>/phone-code")
 async def phone_code(request: Request, openid: str) -> HTTPResponse:
     """What the getPhoneNumber button hands the app after the user agrees."""
-    await _user_or_404(request, openid)
-    code = state.rand_id(32)
-    await redis_of(request).set(state.phone_code_key(code), openid, ex=CODE_TTL)
-    return respond({"code": code, "expires_in": CODE_TTL})
+    return await _one_time_code(request, openid, state.phone_code_key)
 
 
 @bp.post("/users/<openid:str>/subscriptions")

@@ -1,18 +1,10 @@
 """The local WeChat sandbox, mounted under /_sandbox/wechat (demo mode or HAODIAN_SANDBOX=1).
 
-The **mini-program server API** as WeChat serves it is here; the phone side and the
-controls are in `phone_routes`:
-
-- the **mini-program server API** as WeChat serves it (errors are HTTP 200 with
-  `{"errcode", "errmsg"}`): stable_token, token, jscode2session, getuserphonenumber,
-  getwxacodeunlimit (real PNG bytes), generate_urllink, generatescheme,
-  subscribe/send, msg_sec_check v2;
-- the **phone side** a test or a demo user drives: create a WeChat user, get the code
-  wx.login() / getPhoneNumber would give, bind the app to the Open Platform later
-  (a unionid appears), accept a subscription, read the messages sent;
-- **controls** for tests: switch failures on (45011, 40226, -1, any errcode, per API and
-  optionally per user), set the moderation verdict, expire an access token, set the
-  token lifetime, read call counters.
+Here, the **mini-program server API** as WeChat serves it (errors are HTTP 200 with
+`{"errcode", "errmsg"}`): stable_token, token, jscode2session, getuserphonenumber,
+getwxacodeunlimit (real PNG bytes), generate_urllink, generatescheme, subscribe/send,
+msg_sec_check v2. The phone side a test or a demo user drives, and the controls for tests,
+are in `phone_routes`; WeChat Pay in `pay_routes`, delivery in `delivery_routes`.
 
 State is in Redis under `sandbox:` so every worker of a multi-worker server agrees.
 """
