@@ -193,6 +193,7 @@ async def test_operator_roles_campaign_retries_and_what_a_template_shows(
     r = await api.patch(
         f"/api/v1/admin/coupon-templates/{t['id']}", json={"active": False}, headers=op
     )
+    assert r.status_code == 200, r.text
     r = await api.post("/api/v1/admin/coupon-issuances", json=send, headers=op)
     assert r.status_code == 409 and error_code(r) == "TEMPLATE_PAUSED"
 

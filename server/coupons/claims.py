@@ -117,6 +117,18 @@ async def write_claims(rows: list[ClaimRow]) -> list[int | None]:
 _writer: GroupWriter[ClaimRow, int | None] = GroupWriter(write_claims, max_in_flight=1)
 
 
+async def _refusal(
+    t: CouponTemplate, now: datetime, tier: str | None, member_id: int
+) -> str | None:
+    """Why this member may not claim the template now (None: they may): the window, the
+    tiers, then the segment (a set lookup, only for a template limited to one)."""
+    reason = claim_window_reason(t, now, tier)
+    if reason is None and t.audience_segment_id:
+        if not await audience().contains(t.audience_segment_id, member_id):
+            reason = "NOT_FOR_YOU"
+    return reason
+
+
 @dataclass(slots=True)
 class Claimed:
     coupon: dict[str, Any]  # as `wallet.coupon_out` shows it
@@ -131,10 +143,7 @@ async def claim(scripts: Any, member_id: int, template_id: int, request_key: str
     t = await cached_template(template_id)
     now = utcnow()
     tier = await member_tier(member_id) if t.audience_tiers else None
-    reason = claim_window_reason(t, now, tier)
-    if reason is None and t.audience_segment_id:
-        if not await audience().contains(t.audience_segment_id, member_id):
-            reason = "NOT_FOR_YOU"
+    reason = await _refusal(t, now, tier, member_id)
     req = request_key
     if len(req) > IDEMPOTENCY_KEY_MAX:
         raise BadRequest(
@@ -267,10 +276,7 @@ async def center(scripts: Any, member_id: int) -> list[dict[str, Any]]:
     )
     out = []
     for t in templates:
-        reason = claim_window_reason(t, now, tier)
-        if reason is None and t.audience_segment_id:
-            if not await audience().contains(t.audience_segment_id, member_id):
-                reason = "NOT_FOR_YOU"
+        reason = await _refusal(t, now, tier, member_id)
         if reason in ("ENDED", "NOT_FOR_YOU", "NOT_AVAILABLE"):
             continue
         remaining = await stock.units_left(scripts, t)

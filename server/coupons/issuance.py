@@ -68,7 +68,7 @@ async def create_issuance(
                 f" SELECT {int(i.id)}, r.member_id FROM {src}",
                 params,
             )
-    if conn.capabilities.dialect == "postgres":
+    if conn.capabilities.dialect == "postgres" and len(members) > ISSUE_BATCH:
         # A list of a million rows the planner has not seen: without fresh statistics it reads
         # the whole remaining list and sorts it for every batch, instead of walking the index.
         await connections.get("default").execute_script("ANALYZE coupon_issuance_member")

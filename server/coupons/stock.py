@@ -15,7 +15,6 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +92,18 @@ async def _warm(scripts: Any, template_id: int) -> bool:
     top = units[-1] if units else 0
     gaps = [u for u in range(1, top + 1) if u not in held] if len(held) < top else []
     claims = await Coupon.filter(template_id=template_id, claim_seq__not_isnull=True).values_list(
-        "member_id", "claim_seq"
+        "member_id", "claim_seq", "unit", "request_key", "created_at"
     )
     counts: dict[int, int] = {}  # each member's highest claim number: the next is one above
-    for m, seq in claims:
+    # The last two days' claims sent with an Idempotency-Key, their answers as `claim.lua`
+    # keeps them: a retry after the restart gets its coupon, not a second one.
+    since = time.time() // DAY * DAY - DAY  # the start of yesterday: what `answer_keys` reads
+    answers: dict[str, dict[str, str]] = {}
+    for m, seq, unit, key, at in claims:
         counts[m] = max(counts.get(m, 0), seq)
+        if key is not None and at.timestamp() >= since:
+            day = f"{tag(template_id)}:req:{int(at.timestamp() // DAY)}"
+            answers.setdefault(day, {})[f"{m}:{key}"] = f"{seq}:{unit}"
     client = scripts.client
     stage = f"{tag(template_id)}:warm:{secrets.token_hex(4)}"
     staged_free, staged_members = f"{stage}:free", f"{stage}:members"
@@ -106,30 +112,13 @@ async def _warm(scripts: Any, template_id: int) -> bool:
     items = list(counts.items())
     for i in range(0, len(items), WARM_CHUNK):
         await client.hset(staged_members, mapping=dict(items[i : i + WARM_CHUNK]))
-    await _warm_answers(client, template_id)
+    for day, given in answers.items():  # before the template is warm, so before any claim
+        pairs = list(given.items())
+        for i in range(0, len(pairs), WARM_CHUNK):
+            await client.hset(day, mapping=dict(pairs[i : i + WARM_CHUNK]))
+        await client.expire(day, 2 * DAY)
     await scripts.run(WARM, [*unit_keys(template_id), staged_free, staged_members], [top + 1])
     return True
-
-
-async def _warm_answers(client: Any, template_id: int) -> None:
-    """The answers of the last two days' claims sent with an Idempotency-Key, back in Redis
-    before the template is warm: a retry after the restart gets its coupon, not a second."""
-    since = time.time() // DAY * DAY - DAY  # the start of yesterday: what `answer_keys` reads
-    rows = await Coupon.filter(
-        template_id=template_id,
-        claim_seq__not_isnull=True,
-        request_key__not_isnull=True,
-        created_at__gte=datetime.fromtimestamp(since, UTC),
-    ).values_list("member_id", "request_key", "claim_seq", "unit", "created_at")
-    days: dict[str, dict[str, str]] = {}
-    for member_id, key, seq, unit, at in rows:
-        day_key = f"{tag(template_id)}:req:{int(at.timestamp() // DAY)}"
-        days.setdefault(day_key, {})[f"{member_id}:{key}"] = f"{seq}:{unit}"
-    for day_key, answers in days.items():
-        items = list(answers.items())
-        for i in range(0, len(items), WARM_CHUNK):
-            await client.hset(day_key, mapping=dict(items[i : i + WARM_CHUNK]))
-        await client.expire(day_key, 2 * DAY)
 
 
 @dataclass
